@@ -1,0 +1,5 @@
+import sys
+
+from ctrkernel.cli import main
+
+sys.exit(main())
