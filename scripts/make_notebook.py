@@ -64,9 +64,25 @@ def build(source, execute=True, timeout=900):
     nb.cells = parse(Path(source).read_text())
     target = NOTEBOOKS / (Path(source).stem + ".ipynb")
     if execute:
+        import os
+        import shutil
+        import tempfile
+
         from nbclient import NotebookClient
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        # A throw-away state directory, so building notebooks leaves nothing on this machine
+        # (the kernel inherits the environment).
+        home = tempfile.mkdtemp(prefix="ctrkernel-nbbuild-")
+        saved = os.environ.get("CTRKERNEL_HOME")
+        os.environ["CTRKERNEL_HOME"] = home
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                           resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        finally:
+            if saved is None:
+                os.environ.pop("CTRKERNEL_HOME", None)
+            else:
+                os.environ["CTRKERNEL_HOME"] = saved
+            shutil.rmtree(home, ignore_errors=True)
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs small
         cell["id"] = f"{Path(source).stem[:5].replace('.', '')}-{i:03d}"
     nbformat.write(nb, target)
