@@ -50,6 +50,8 @@ def binder_sim(command, userns=False, env=None, timeout=300, cwd=None):
     if not BINDER_SIM.exists():
         pytest.fail(f"binder-sim not found at {BINDER_SIM} (set CTRKERNEL_BINDER_SIM)")
     argv = [sys.executable, str(BINDER_SIM)] + (["--userns"] if userns else []) + ["--"] + command
+    # Where CI cloned us below a directory only root may enter, make the repository reachable.
+    argv = [sys.executable, str(REPO / "tests" / "reach_as_user.py"), str(REPO), "--"] + argv
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
                           cwd=cwd)
