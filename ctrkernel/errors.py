@@ -118,6 +118,8 @@ class DigestMismatch(CtrkernelError):
 class BuildError(CtrkernelError):
     """A build failed. `line` is the Dockerfile line (1-based) where known."""
 
+    exit_status = 1  # `docker build` exits 1 when a step fails
+
     def __init__(self, reason, build_log=(), line=None):
         self.reason, self.build_log, self.line = reason, list(build_log), line
         where = f"Dockerfile line {line}: " if line else ""

@@ -13,6 +13,9 @@ from ctrkernel.errors import CtrkernelError
 # Each module registers its verbs on import. One line per area of the core.
 VERB_MODULES = (
     "ctrkernel.cli.doctor",
+    "ctrkernel.cli.vm",
+    "ctrkernel.cli.containers",
+    "ctrkernel.cli.build",
 )
 
 
