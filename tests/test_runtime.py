@@ -462,3 +462,28 @@ def test_network_none_is_loopback_only_and_host_shares_the_hosts(rt, image):
         assert interfaces(c.logs().decode()) == expected
         assert ("net" in c.isolation["namespaces"]) == (network == "none")
         c.remove()
+
+
+def test_published_port_from_a_fresh_script_with_low_fds(image):
+    # A short script's descriptors are 3, 4, 5...: the shim's own fd slots. Starting a container
+    # with a published port from there once hung (a listener overwritten by a pipe).
+    port = free_port()
+    script = f"""
+import time, urllib.request
+from ctrkernel.runtime import run
+c = run("busybox", ["sh", "-c", "mkdir -p /w; echo low-fds > /w/i; exec httpd -f -p 80 -h /w"],
+        detach=True, ports={{"80/tcp": {port}}})
+try:
+    for _ in range(100):
+        try:
+            print(urllib.request.urlopen("http://127.0.0.1:{port}/i", timeout=2).read().decode())
+            break
+        except OSError:
+            time.sleep(0.05)
+finally:
+    c.remove(force=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "low-fds"

@@ -65,14 +65,17 @@ def launch_native(plan, cgroup, listeners, plan_path):
     # The shim must not hold the caller's stdin/stdout/stderr (a terminal, or the pipe of a
     # `subprocess.run(capture_output=True)` that would then wait for the container's end).
     actions = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    actions += [(os.POSIX_SPAWN_DUP2, info_w, 3), (os.POSIX_SPAWN_DUP2, err_w, 4),
-               (os.POSIX_SPAWN_DUP2, go_r, 5)]
-    actions += [(os.POSIX_SPAWN_DUP2, s.fileno(), 6 + i) for i, s in enumerate(listeners)]
+    # The shim finds its pipes at 3, 4, 5 and the listeners from 6 on. The dup2s run in order,
+    # so a source that already sits in that range (a short script's low fds) would be
+    # overwritten before it is copied: copy every source above the range first.
+    sources = [info_w, err_w, go_r] + [s.fileno() for s in listeners]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 6 + len(listeners)) for fd in sources]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(high)]
     try:
         first = os.posix_spawn(plan["shim"], [plan["shim"], "run", plan_path], {},
                                file_actions=actions, setsid=True)
     finally:
-        for fd in (info_w, err_w, go_r):
+        for fd in [info_w, err_w, go_r] + high:
             os.close(fd)
     os.waitpid(first, 0)  # it forks the container's chain and leaves at once
     info = _read_all(info_r).split()
