@@ -95,8 +95,12 @@ def test_density_run_small_enough_for_ci():
     vm = result["VM"]
     assert vm["fitted"] == 2 and vm["answering"] == 2 and vm["stopped_by"] == "cap"
     assert all(r["pss"] > 0 for r in vm["rows"])
-    if "error" not in result["container"]:
-        assert result["container"]["answering"] == 2
+    from ctrkernel.host import doctor
+    if doctor().isolation != "none":  # containers run here: both sides of the experiment
+        container = result["container"]
+        assert container["fitted"] == 2 and container["answering"] == 2, container
+        # the point of the chapter: a container costs far less host memory than a VM
+        assert max(r["pss"] for r in container["rows"]) < min(r["pss"] for r in vm["rows"])
 
 
 def test_fallback_without_qemu_is_visible(tmp_path):
