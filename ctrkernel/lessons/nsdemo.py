@@ -1,0 +1,162 @@
+"""One namespace at a time, for chapter 02: what changes inside, and what stays the same outside.
+
+    from ctrkernel.lessons.nsdemo import alone
+    alone("uts")      # a child with only a new UTS namespace sets its hostname; ours is unchanged
+
+Each demo runs in a fresh worker process (`python -m ctrkernel.lessons.nsdemo KIND`), never in
+the notebook kernel itself: the kernel has threads, and a namespace entered by unshare() would
+stay with it. The worker reports what it saw inside as JSON; this side adds what the host sees.
+As root the worker unshares directly; rootless it first enters a user namespace (the only one
+an unprivileged user may create); where neither works, `alone` raises HostLacks saying why.
+"""
+import html
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+from ctrkernel import _libc
+from ctrkernel.errors import CtrkernelError
+
+KINDS = ("uts", "pid", "mnt", "net", "ipc", "user", "cgroup")
+WHAT_IT_ISOLATES = {
+    "uts": "the hostname (and NIS domain name)",
+    "pid": "process IDs: the first process is PID 1 and sees only its descendants",
+    "mnt": "the mount table: mounts made inside are invisible outside",
+    "net": "network interfaces, addresses, routes, ports",
+    "ipc": "System V IPC objects and POSIX message queues",
+    "user": "user and group IDs: root inside can be an ordinary user outside",
+    "cgroup": "the view of the cgroup tree: its own cgroup looks like the root",
+}
+PROBE_CHECK = {"uts": "utsns", "pid": "pidns", "mnt": "mountns", "net": "netns", "ipc": "ipcns",
+               "user": "userns", "cgroup": "cgroupns"}
+
+
+def ns_inode(kind, pid="self"):
+    """The namespace's identity: two processes share a namespace when these inodes are equal."""
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def host_view(kind):
+    """What the calling process sees of the thing `kind` isolates."""
+    if kind == "uts":
+        return socket.gethostname()
+    if kind == "pid":
+        return f"{sum(p.isdigit() for p in os.listdir('/proc'))} processes visible"
+    if kind == "net":
+        return ", ".join(name for _, name in socket.if_nameindex())
+    if kind == "user":
+        return f"uid {os.geteuid()}"
+    if kind == "cgroup":
+        with open("/proc/self/cgroup") as f:
+            return f.readline().strip().split(":", 2)[2]
+    return "the host's set of IPC objects"
+
+
+class Demo:
+    """What one namespace demo saw inside and outside; renders as a small table."""
+
+    def __init__(self, kind, inside, outside, how):
+        self.kind, self.inside, self.outside, self.how = kind, inside, outside, how
+
+    @property
+    def isolated(self):
+        return self.inside["ns_inode"] != self.outside["ns_inode"]
+
+    def _rows(self):
+        return [("namespace inode", self.inside["ns_inode"], self.outside["ns_inode"]),
+                ("what it isolates", self.inside["view"], self.outside["view"])]
+
+    def __repr__(self):
+        lines = [f"{self.kind} namespace alone{self.how}: {WHAT_IT_ISOLATES[self.kind]}"]
+        lines += [f"  {name:<17} inside: {i!s:<28} outside: {o}" for name, i, o in self._rows()]
+        return "\n".join(lines)
+
+    def _repr_html_(self):
+        e = html.escape
+        rows = "".join(f"<tr><td>{e(n)}</td><td>{e(str(i))}</td><td>{e(str(o))}</td></tr>"
+                       for n, i, o in self._rows())
+        return (f"<p><b>{e(self.kind)}</b> namespace alone{e(self.how)}: "
+                f"{e(WHAT_IT_ISOLATES[self.kind])}</p><table><tr><th></th><th>inside</th>"
+                f"<th>outside (this notebook)</th></tr>{rows}</table>")
+
+
+def alone(kind):
+    """Run a child in a new `kind` namespace only (plus a user namespace when not root)."""
+    from ctrkernel.host import doctor
+
+    if kind not in KINDS:
+        raise CtrkernelError(f"unknown namespace {kind!r}; choose one of {', '.join(KINDS)}")
+    report = doctor()
+    report.require(PROBE_CHECK[kind], f"a demo of the {kind} namespace")
+    rootless = not report.ok("root")
+    done = subprocess.run([sys.executable, "-m", "ctrkernel.lessons.nsdemo", kind],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise CtrkernelError(f"the {kind} demo failed: {done.stderr.strip()[-500:]}")
+    inside = json.loads(done.stdout)
+    outside = {"ns_inode": ns_inode(kind), "view": host_view(kind)}
+    if kind == "mnt":
+        outside["view"] = ("the tmpfs is not a mount here" if not os.path.ismount(inside["dir"])
+                           else "the tmpfs is visible here!")
+    how = " (inside a user namespace, as you are not root)" if rootless and kind != "user" else ""
+    return Demo(kind, inside, outside, how)
+
+
+# ------------------------------------------------------------------ the worker process
+
+
+def _enter(kind):
+    """unshare `kind` (after a user namespace when we are not root)."""
+    from ctrkernel._probe import enter_userns
+
+    if os.geteuid() != 0 or kind == "user":
+        enter_userns()
+    if kind != "user":
+        _libc.unshare(_libc.NAMESPACE_FLAGS[kind])
+
+
+def _worker(kind):
+    _enter(kind)
+    result = {"ns_inode": ns_inode(kind)}
+    if kind == "uts":
+        _libc.sethostname("container")
+        result["view"] = socket.gethostname()
+    elif kind == "pid":
+        # The caller of unshare(CLONE_NEWPID) stays where it was; its next child is PID 1.
+        # That child mounts a fresh /proc (in a private mount table, or it would replace ours).
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            _libc.unshare(_libc.CLONE_NEWNS)
+            _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+            _libc.mount("proc", "/proc", "proc", 0)
+            pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+            os.write(w, json.dumps({"pid": os.getpid(), "pids": pids,
+                                    "ns_inode": ns_inode("pid")}).encode())
+            os._exit(0)
+        os.close(w)
+        seen = json.loads(os.read(r, 65536))
+        os.waitpid(child, 0)
+        result.update(ns_inode=seen["ns_inode"],
+                      view=f"I am PID {seen['pid']}; visible: {seen['pids']}")
+    elif kind == "mnt":
+        _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+        scratch = tempfile.mkdtemp(prefix="nsdemo-")
+        _libc.mount("tmpfs", scratch, "tmpfs", 0, "size=1m")
+        with open(os.path.join(scratch, "hello"), "w") as f:
+            f.write("only visible in here")
+        result.update(dir=scratch, view=f"a tmpfs mounted at {scratch}: {os.listdir(scratch)}")
+        _libc.umount2(scratch)
+        os.rmdir(scratch)
+    elif kind == "ipc":
+        result["view"] = "its own (empty) set of IPC objects"
+    else:
+        result["view"] = host_view(kind)
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -1,0 +1,182 @@
+# %% [markdown]
+# # 02 · A container is a process
+#
+# > **컨테이너란 무엇인가?** — *What is a container?* (Q2)
+#
+# The deck says "Container = Process". This chapter makes that literal: you will look at an
+# ordinary process, give it one kind of isolation at a time (a *namespace*), then all of them
+# together with a new root filesystem, and find that the result, a container, is still just a
+# process on the host, one that sees a smaller world.
+#
+# **Objectives**
+# - read a process's identity in `/proc/<pid>/`, including its namespaces;
+# - create each namespace alone and see what it changes (and what it does not);
+# - know why a container's root is switched with `pivot_root`, not `chroot`;
+# - find a running container's process from the host.
+#
+# **What this machine allows** (the probe from chapter 00):
+
+# %%
+import ctrkernel
+
+report = ctrkernel.doctor()
+print("isolation:", report.isolation)
+for name in ("utsns", "pidns", "mountns", "netns", "ipcns", "userns", "cgroupns", "pivot_root"):
+    print(f"  {name:<11}", "yes" if report.ok(name) else "no ")
+
+# %% [markdown]
+# ## 1. A process and its `/proc` entry
+#
+# Every process has a directory `/proc/<pid>/`. Its `ns/` subdirectory holds one link per
+# namespace the process lives in; the number in each link (an inode) *is* the namespace's
+# identity: two processes are in the same namespace exactly when those numbers are equal.
+
+# %%
+import os
+
+import psutil
+
+me = psutil.Process()
+print("this notebook's kernel is PID", me.pid, "running", me.name(), "as uid", me.uids().real)
+for kind in sorted(os.listdir(f"/proc/{me.pid}/ns")):
+    print(f"  {kind:<18} -> {os.readlink(f'/proc/{me.pid}/ns/{kind}')}")
+
+# %% [markdown]
+# ## 2. Each namespace alone
+#
+# `alone(kind)` starts a short-lived child process, calls `unshare()` for that one namespace,
+# and reports what it sees; the table puts it beside what this notebook sees. Watch the
+# namespace inode change, and the hostname, process list, mounts or interfaces with it.
+
+# %%
+from ctrkernel.errors import HostLacks
+from ctrkernel.lessons.nsdemo import KINDS, alone
+
+demos = {}
+for kind in KINDS:
+    try:
+        demos[kind] = alone(kind)
+        display(demos[kind])
+    except HostLacks as e:
+        print(f"{kind}: cannot be shown on this host.\n  {e}\n")
+
+# %% [markdown]
+# What you should see:
+#
+# - **uts**: the child renamed itself `container`; this notebook's hostname did not change.
+# - **pid**: the first process in a new PID namespace is **PID 1** and sees only itself.
+# - **mnt**: a tmpfs mounted inside is not a mount point outside.
+# - **net**: only `lo` inside: no route to anywhere until someone adds an interface.
+# - **user**: uid 0 inside; outside it is still you. Rootless containers are built on this.
+#
+# On a host that forbids namespaces (Binder), each demo says so instead: that is the honest
+# outcome, since no process there may create one.
+
+# %% [markdown]
+# ## 3. A new root: `chroot` is not enough, `pivot_root` is
+#
+# `chroot(dir)` changes only where *this* process's path lookups start. A root process inside
+# a chroot can escape it: make a directory, `chroot` into that (now the process's working
+# directory is *outside* its root), `cd ..` repeatedly, and `chroot .` at the real root. The
+# old filesystem was never taken away, only hidden.
+#
+# `pivot_root(new, old)` instead changes the root *mount* of the whole mount namespace and puts
+# the old root at `old`, which the runtime then unmounts (`umount2(old, MNT_DETACH)`). After
+# that there is no path back: the host's filesystem is not hidden, it is gone from the
+# container's mount table. (It only works in a private mount namespace, on a new root that is
+# a mount point; on the host's shared `/` it fails with `EINVAL`, one reason every runtime
+# first unshares a mount namespace and bind-mounts the new root onto itself.)
+#
+# Here is the result from inside a real container: its root is the image, and the host's
+# mount table is not there.
+
+# %%
+from ctrkernel.runtime import run
+
+
+def inside(command):
+    try:
+        return run("busybox", ["sh", "-c", command], remove=True).decode()
+    except HostLacks as e:
+        return f"(no container on this host: {e})"
+
+
+print(inside("echo root has: $(ls /); echo mounts seen: $(wc -l < /proc/mounts)"))
+with open("/proc/mounts") as f:
+    print("mounts the host has:", sum(1 for _ in f))
+
+# %% [markdown]
+# ## 4. All together: a container
+#
+# A container is one process given all the namespaces at once, a new root by `pivot_root`, a
+# smaller set of capabilities and, in chapter 03, cgroup limits. Start one in the background and
+# look at it from both sides.
+
+# %%
+import time
+
+from ctrkernel.runtime import run
+
+try:
+    box = run("busybox", ["sleep", "120"], detach=True, hostname="box")
+except HostLacks as e:
+    box = None
+    print("no container on this host:", e)
+
+if box is not None:
+    print("isolation it really had:", box.isolation)
+    print("inside, the main process is:", box.exec_run(["sh", "-c", "echo PID $$ of; ps"]).output.decode())
+    print("on the host the same process is PID", box.pid, "->", psutil.Process(box.pid).cmdline())
+    for kind in ("pid", "uts", "mnt", "net"):
+        same = os.stat(f"/proc/{box.pid}/ns/{kind}").st_ino == os.stat(f"/proc/self/ns/{kind}").st_ino
+        print(f"  {kind}: {'shared with' if same else 'different from'} this notebook")
+
+# %% [markdown]
+# Notice: the host sees the container's `sleep` as an ordinary process with an ordinary PID;
+# inside, it is PID 1 and alone. Nothing was booted and there is no second kernel: that is
+# the whole difference from the VMs of chapter 01.
+
+# %%
+if box is not None:
+    host_pid = box.pid
+    box.remove(force=True)
+    print("removed; is its process gone from the host?", not psutil.pid_exists(host_pid))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. In the table for `pid`, why does the child see itself as PID 1 while the host gave it
+#    another PID? Check your work below: from a fresh container, print the PID of its first
+#    process as it sees it.
+# 2. Which namespace makes `ps` inside a container show so few processes: `pid` or `mnt`?
+#    (Hint: `ps` reads `/proc`.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# Check your work (exercise 1): the first process of a container is PID 1, wherever isolation exists.
+answer = inside("echo $$").strip()
+if report.isolation == "none":
+    print("no PID namespace on this host; where there is one you would see: PID 1 inside")
+else:
+    print("PID 1 inside" if answer == "1" else f"unexpected: {answer}")
+
+# %% [markdown]
+# <details><summary>Solutions</summary>
+#
+# 1. PID numbers belong to a PID namespace. The kernel gives the process a number in *every*
+#    PID namespace it is visible in: its own (where it is the first, so 1) and each ancestor's
+#    (the host's, where it is just the next free number).
+# 2. Both: the `pid` namespace decides which processes exist for it, and a fresh `/proc`
+#    (mounted in the container's own mount namespace) lets `ps` see exactly those. With a PID
+#    namespace but the host's `/proc`, `ps` would still list every host process.
+#
+# </details>
+#
+# ## Key points
+#
+# - A namespace gives a process its own copy of one kind of global resource; the inode in
+#   `/proc/<pid>/ns/` names it.
+# - A container is a process in a new set of namespaces whose root was switched with
+#   `pivot_root` (not escapable like `chroot`), with fewer capabilities.
+# - The host sees every container process; the container sees only its own.
+# - Next: [03 · cgroups](03.00-Cgroups.ipynb), the limits that namespaces do not give.
