@@ -56,3 +56,12 @@ def test_without_namespaces_the_demo_says_why():
     done = binder_sim([sys.executable, "-c", "from ctrkernel.lessons.nsdemo import alone; alone('uts')"])
     assert done.returncode != 0
     assert "HostLacks" in done.stderr and "user namespaces are disabled" in done.stderr
+
+
+def test_chroot_can_be_escaped_but_pivot_root_cannot():
+    from ctrkernel.lessons.nsdemo import escape_attempt
+    chroot = escape_attempt("chroot")
+    assert chroot["escaped"] and "usr" in chroot["after_escape"]  # the host's root
+    pivot = escape_attempt("pivot_root")
+    assert not pivot["escaped"] and "inside-the-jail" in pivot["after_escape"]
+    assert "usr" not in pivot["after_escape"]

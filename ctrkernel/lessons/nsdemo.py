@@ -105,6 +105,58 @@ def alone(kind):
     return Demo(kind, inside, outside, how)
 
 
+def escape_attempt(how):
+    """Try the classic chroot escape from a new root made with `how` ("chroot" or "pivot_root").
+
+    Returns what the escaped process lists at "/": the host's top-level directories if it got
+    out, the jail's own if it did not. Runs in a worker with a private mount namespace, so the
+    host is never touched either way.
+    """
+    from ctrkernel.host import doctor
+
+    if how not in ("chroot", "pivot_root"):
+        raise CtrkernelError("how must be 'chroot' or 'pivot_root'")
+    doctor().require("pivot_root" if how == "pivot_root" else "mountns", f"the {how} escape demo")
+    done = subprocess.run([sys.executable, "-m", "ctrkernel.lessons.nsdemo", f"escape-{how}"],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise CtrkernelError(f"the {how} demo failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
+
+
+def _escape_worker(how):
+    from ctrkernel._probe import enter_userns
+
+    if os.geteuid() != 0:
+        enter_userns()  # CAP_SYS_CHROOT and CAP_SYS_ADMIN, but only over our own namespaces
+    _libc.unshare(_libc.CLONE_NEWNS)
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+    # The jail is a tmpfs over /tmp in our private mount table: nothing is created on the host.
+    jail = "/tmp"
+    _libc.mount("tmpfs", jail, "tmpfs", 0, "size=1m")
+    for name in ("bin", "etc", "inside-the-jail"):
+        os.mkdir(os.path.join(jail, name))
+    if how == "chroot":
+        os.chroot(jail)
+        os.chdir("/")
+    else:
+        os.mkdir(os.path.join(jail, "old-root"))
+        _libc.pivot_root(jail, os.path.join(jail, "old-root"))
+        os.chdir("/")
+        _libc.umount2("/old-root", _libc.MNT_DETACH)  # the host's tree leaves our mount table
+        os.rmdir("/old-root")
+    jailed_view = sorted(os.listdir("/"))
+    # The escape: chroot into a subdirectory without moving there, so our working directory is
+    # now *above* our root; walk up past it, and make wherever we end up our root.
+    os.mkdir("/x")
+    os.chroot("/x")
+    for _ in range(64):
+        os.chdir("..")
+    os.chroot(".")
+    json.dump({"how": how, "jail": jailed_view, "after_escape": sorted(os.listdir("/")),
+               "escaped": sorted(os.listdir("/")) != jailed_view + ["x"]}, sys.stdout)
+
+
 # ------------------------------------------------------------------ the worker process
 
 
@@ -159,4 +211,7 @@ def _worker(kind):
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    if sys.argv[1].startswith("escape-"):
+        _escape_worker(sys.argv[1][len("escape-"):])
+    else:
+        _worker(sys.argv[1])

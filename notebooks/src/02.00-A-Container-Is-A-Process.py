@@ -87,6 +87,30 @@ for kind in KINDS:
 # a mount point; on the host's shared `/` it fails with `EINVAL`, one reason every runtime
 # first unshares a mount namespace and bind-mounts the new root onto itself.)
 #
+# Try it for real. `escape_attempt` builds a tiny jail (a tmpfs with three empty directories)
+# in a throw-away process with its own mount table, enters it with `chroot` or with
+# `pivot_root`, then runs exactly the escape above and lists `/` wherever it ended up.
+
+# %%
+from ctrkernel.lessons.nsdemo import escape_attempt
+
+for how in ("chroot", "pivot_root"):
+    try:
+        attempt = escape_attempt(how)
+    except HostLacks as e:
+        print(f"{how}: cannot be shown on this host: {e}")
+        continue
+    print(f"{how:>10}: jail holds {attempt['jail']}")
+    print(f"{'':>10}  after the escape '/' holds {attempt['after_escape'][:8]}"
+          f"{' ...' if len(attempt['after_escape']) > 8 else ''}")
+    print(f"{'':>10}  escaped to the host's root: {attempt['escaped']}")
+
+# %% [markdown]
+# After `chroot`, the escape lands on the host's real root (`boot`, `usr`, `home`...). After
+# `pivot_root` and the detach, "up" from the jail's root is the jail's root: the escape finds
+# only the jail again. That is why every container runtime, this one included, uses
+# `pivot_root`.
+#
 # Here is the result from inside a real container: its root is the image, and the host's
 # mount table is not there.
 
@@ -150,6 +174,9 @@ if box is not None:
 #    process as it sees it.
 # 2. Which namespace makes `ps` inside a container show so few processes: `pid` or `mnt`?
 #    (Hint: `ps` reads `/proc`.)
+# 3. The chroot escape needs the process to be allowed to call `chroot` (CAP_SYS_CHROOT).
+#    Which capability set does a container from chapter 02 keep? Check below whether
+#    `chroot` is even in it.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -160,6 +187,15 @@ if report.isolation == "none":
 else:
     print("PID 1 inside" if answer == "1" else f"unexpected: {answer}")
 
+# %%
+# Check your work (exercise 3): the capabilities a container keeps (Docker's default set).
+caps = inside("grep CapBnd /proc/self/status")
+print(caps.strip())
+if caps.startswith("CapBnd"):
+    bounding = int(caps.split()[1], 16)
+    print("CAP_SYS_CHROOT (18) kept:", bool(bounding & (1 << 18)),
+          "| CAP_SYS_ADMIN (21) kept:", bool(bounding & (1 << 21)))
+
 # %% [markdown]
 # <details><summary>Solutions</summary>
 #
@@ -169,6 +205,10 @@ else:
 # 2. Both: the `pid` namespace decides which processes exist for it, and a fresh `/proc`
 #    (mounted in the container's own mount namespace) lets `ps` see exactly those. With a PID
 #    namespace but the host's `/proc`, `ps` would still list every host process.
+# 3. Docker's default set keeps `CAP_SYS_CHROOT`, so the chroot trick is *allowed*, yet it no
+#    longer leads anywhere: after `pivot_root` there is no host root above the container's.
+#    `CAP_SYS_ADMIN` (mount, pivot_root, unshare...) is dropped, so the container cannot undo
+#    its own isolation.
 #
 # </details>
 #
