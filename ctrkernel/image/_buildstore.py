@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ctrkernel import paths
 from ctrkernel.errors import LayerError
+from ctrkernel.runtime.diff import is_opaque
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -149,7 +150,7 @@ def _tar_tree(root, out, overlay=False):
                     tar.addfile(info, f)
             else:
                 tar.addfile(info)
-            if overlay and stat.S_ISDIR(st.st_mode) and _opaque(path):
+            if overlay and stat.S_ISDIR(st.st_mode) and is_opaque(path):
                 tar.addfile(_plain_info(os.path.join(rel, ".wh..wh..opq")), io.BytesIO())
 
 
@@ -157,16 +158,6 @@ def _plain_info(name):
     info = tarfile.TarInfo(name)
     info.mode, info.mtime, info.size = 0o644, 0, 0
     return info
-
-
-def _opaque(path):
-    for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
-        try:
-            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def layer_from_tree(store, root, overlay=False):

@@ -13,7 +13,8 @@ KIND = {"C": 0, "A": 1, "D": 2}  # Docker's numeric kinds
 MOUNT_POINTS = ("/proc", "/sys", "/dev")
 
 
-def _opaque(path):
+def is_opaque(path):
+    """Whether overlayfs marked this upper directory opaque (its lower contents hidden)."""
     for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
         try:
             if os.getxattr(path, name, follow_symlinks=False) == b"y":
@@ -42,7 +43,7 @@ def changes(upper, lowers):
             rel = os.path.normpath(os.path.join(rel_dir, name))
             path = "/" + rel
             st = os.lstat(full)
-            if stat.S_ISDIR(st.st_mode) and _opaque(full):
+            if stat.S_ISDIR(st.st_mode) and is_opaque(full):
                 opaque.append(rel)
             if path in MOUNT_POINTS and stat.S_ISDIR(st.st_mode) and not os.listdir(full):
                 continue  # a mount point we made, not a change the command made
