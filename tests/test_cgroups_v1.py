@@ -1,0 +1,80 @@
+"""Real cgroup limits on containers, on this host's v1 hierarchy (skipped where not writable)."""
+import os
+import time
+
+import pytest
+
+from conftest import host
+from ctrkernel.errors import InvalidArgument
+from ctrkernel.runtime import run
+from ctrkernel.runtime.cgroups import Resources, cgroup_manager
+
+pytestmark = pytest.mark.skipif(host().cgroup["driver"] != "v1", reason="needs writable cgroup v1")
+
+
+def test_memory_hog_is_oom_killed_and_reported():
+    limits = Resources.from_docker(mem_limit="16m")
+    # A shell variable that doubles until it needs far more than 16 MiB.
+    hog = "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"
+    c = run("busybox", ["sh", "-c", hog], detach=True, resources=limits)
+    try:
+        result = c.wait()
+    finally:
+        c.remove(force=True)
+    assert result["StatusCode"] == 137 and result["OOMKilled"] is True
+
+
+def test_fork_bomb_is_stopped_by_the_process_limit_and_the_host_is_fine():
+    limits = Resources.from_docker(pids_limit=20)
+    bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
+    c = run("busybox", ["sh", "-c", bomb], detach=True, resources=limits)
+    try:
+        for _ in range(100):  # until the shell has hit the limit (bounded)
+            if b"fork" in c.logs(stdout=False, stderr=True):
+                break
+            time.sleep(0.05)
+        assert b"fork" in c.logs(stdout=False, stderr=True)  # "can't fork": refused
+        # the kernel refused the 21st process: busybox sh reports it and gives up
+        assert c.cgroup.stats().pids_limit == 20
+    finally:
+        c.remove(force=True)
+    assert os.system("true") == 0  # the host can still start processes
+
+
+def test_half_a_cpu_holds_a_busy_loop_near_fifty_percent():
+    c = run("busybox", ["sh", "-c", "while :; do :; done"], detach=True,
+            resources=Resources.from_docker(cpus="0.5"))
+    try:
+        cg = c.cgroup
+        first, t0 = cg.stats().cpu_usage_ns, time.monotonic()
+        time.sleep(3)
+        used = (cg.stats().cpu_usage_ns - first) / 1e9 / (time.monotonic() - t0)
+    finally:
+        c.remove(force=True)
+    assert 0.3 < used < 0.6, f"{used:.2f} CPU"
+
+
+def test_pause_freezes_and_unpause_thaws():
+    c = run("busybox", ["sleep", "60"], detach=True)
+    try:
+        c.cgroup.freeze()
+        assert c.cgroup.frozen()
+        c.cgroup.thaw()
+        assert not c.cgroup.frozen()
+    finally:
+        c.remove(force=True)
+
+
+def test_cgroup_is_removed_with_the_container():
+    c = run("busybox", ["true"], detach=True, resources=Resources.from_docker(mem_limit="32m"))
+    c.wait()
+    c.remove()
+    assert c.id not in cgroup_manager().list_ids()
+
+
+@pytest.mark.parametrize("bad", [dict(mem_limit="12zb"), dict(mem_limit="1m"),
+                                 dict(mem_limit="-5m"), dict(pids_limit=-3),
+                                 dict(cpus="999")])
+def test_impossible_limits_fail_before_anything_starts(bad):
+    with pytest.raises(InvalidArgument):
+        Resources.from_docker(**bad)
