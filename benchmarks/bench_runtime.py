@@ -5,7 +5,9 @@
 1. Start-to-exit of `true` in busybox, warm and in-process: create + start + wait (all
    namespaces, the overlay root, pivot_root, capabilities dropped), then remove, median of N.
    Against `crun run` and `runc run` of the same root filesystem as an OCI bundle (read-only
-   root, their default namespaces: pid, net, ipc, uts, mount). crun 1.8 refuses this host's
+   root, their default namespaces: pid, net, ipc, uts, mount). Measured twice: without
+   limits, and with the same cgroup limits on both sides (memory 64 MiB without swap, 0.5
+   CPU, 64 processes), so that creating and removing the cgroups is in both figures. crun 1.8 refuses this host's
    hybrid cgroup layout unless it runs in a private mount namespace with
    /sys/fs/cgroup/unified unmounted; that wrapper's own cost (`unshare -m sh -c ...; true`) is
    measured too and shown separately.
@@ -16,7 +18,6 @@
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,32 +26,6 @@ import time
 from pathlib import Path
 
 import psutil
-
-
-def busybox_image(scratch):
-    """The course's busybox image, or a minimal busybox root while ctrkernel.image is absent."""
-    try:
-        from ctrkernel.image import get_image
-        return get_image("busybox")
-    except ImportError:
-        pass
-    root = Path(scratch) / "busybox-rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(shutil.which("busybox"), root / "bin/busybox")
-    for name in subprocess.run([str(root / "bin/busybox"), "--list"], capture_output=True,
-                               text=True).stdout.split():
-        if name != "busybox":
-            os.symlink("busybox", root / "bin" / name)
-    for d in ("proc", "sys", "dev", "tmp", "etc"):
-        (root / d).mkdir()
-
-    class Image:
-        id, ref = "sha256:local-busybox", "busybox"
-        config = {"config": {"Cmd": ["sh"]}}
-
-        def layer_dirs(self):
-            return [root]
-    return Image()
 
 
 def median_ms(fn, n):
@@ -62,9 +37,19 @@ def median_ms(fn, n):
     return statistics.median(times)
 
 
-def oci_bundle(scratch, layer_dirs):
+LIMITS = dict(mem_limit="64m", cpus="0.5", pids_limit=64)
+
+
+def oci_resources():
+    """LIMITS in the OCI runtime spec's terms (linux.resources), as Docker would pass them."""
+    memory = 64 << 20
+    return {"memory": {"limit": memory, "swap": memory},
+            "cpu": {"quota": 50000, "period": 100000}, "pids": {"limit": 64}}
+
+
+def oci_bundle(scratch, layer_dirs, name="bundle", resources=None):
     """An OCI bundle whose root is the image's layers flattened into one directory."""
-    bundle = Path(scratch) / "bundle"
+    bundle = Path(scratch) / name
     bundle.mkdir()
     rootfs = bundle / "rootfs"
     from ctrkernel.runtime.rootfs import copy_layers
@@ -75,21 +60,26 @@ def oci_bundle(scratch, layer_dirs):
     spec = json.loads((bundle / "config.json").read_text())
     spec["process"]["args"] = ["true"]
     spec["process"]["terminal"] = False
+    if resources:
+        spec["linux"]["resources"] = resources
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
 
 
-def bench_start(image, n, scratch):
+def bench_start(image, n, scratch, limited=False):
     from ctrkernel.runtime import create
+    from ctrkernel.runtime.cgroups import Resources
+    resources = Resources.from_docker(**LIMITS) if limited else None
+    tag = "limited" if limited else "plain"
 
     def ours():
-        c = create(image, ["true"])
+        c = create(image, ["true"], resources=resources)
         c.start()
         assert c.wait()["StatusCode"] == 0
         c.remove()
 
     def ours_no_remove():
-        c = create(image, ["true"])
+        c = create(image, ["true"], resources=resources)
         c.start()
         c.wait()
         ours_no_remove.made.append(c)
@@ -101,11 +91,12 @@ def bench_start(image, n, scratch):
     for c in ours_no_remove.made:
         c.remove()
 
-    bundle = oci_bundle(scratch, image.layer_dirs())
+    bundle = oci_bundle(scratch, image.layer_dirs(), f"bundle-{tag}",
+                        oci_resources() if limited else None)
     counter = iter(range(10 ** 6))
 
     def crun():
-        name = f"bench-crun-{os.getpid()}-{next(counter)}"
+        name = f"bench-crun-{tag}-{os.getpid()}-{next(counter)}"
         subprocess.run(["unshare", "-m", "sh", "-c",
                         f"umount /sys/fs/cgroup/unified 2>/dev/null; exec crun run -b {bundle} {name}"],
                        check=True, stdin=subprocess.DEVNULL)
@@ -115,7 +106,7 @@ def bench_start(image, n, scratch):
                         "umount /sys/fs/cgroup/unified 2>/dev/null; exec true"], check=True)
 
     def runc():
-        name = f"bench-runc-{os.getpid()}-{next(counter)}"
+        name = f"bench-runc-{tag}-{os.getpid()}-{next(counter)}"
         subprocess.run(["runc", "run", "-b", str(bundle), name], check=True,
                         stdin=subprocess.DEVNULL)
 
@@ -157,6 +148,23 @@ def bench_idle(image, count):
             c.remove(force=True)
 
 
+def report_start(starts, n, limited):
+    what = "with limits " + ", ".join(f"{k}={v}" for k, v in LIMITS.items()) if limited \
+        else "without limits"
+    print(f"start-to-exit of `true` in busybox, {what}, median of {n} (ms):")
+    for label, value in starts.items():
+        print(f"  {label:<48} {value:8.2f}" if isinstance(value, float) else f"  {label:<48} {value}")
+    ours = starts["ctrkernel (create+start+wait+remove)"]
+    for other in ("crun run (in unshare -m wrapper)", "runc run"):
+        if isinstance(starts.get(other), float):
+            print(f"  ratio ctrkernel / {other.split(' (')[0]}: {ours / starts[other]:.2f}")
+    crun = starts.get("crun run (in unshare -m wrapper)")
+    wrap = starts.get("  of which the wrapper (unshare -m sh -c ...)")
+    if isinstance(crun, float) and isinstance(wrap, float):
+        print(f"  ratio ctrkernel / crun without its wrapper ({crun - wrap:.2f} ms): "
+              f"{ours / (crun - wrap):.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30, help="runs per measurement (median)")
@@ -166,19 +174,10 @@ def main(argv=None):
         sys.exit("run as root: crun, runc and full isolation need it")
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as scratch:
         os.environ.setdefault("CTRKERNEL_HOME", str(Path(scratch) / "home"))
-        image = busybox_image(scratch)
-        starts = bench_start(image, args.n, scratch)
-        print(f"start-to-exit of `true` in busybox, median of {args.n} (ms):")
-        for label, value in starts.items():
-            print(f"  {label:<48} {value:8.2f}" if isinstance(value, float) else f"  {label:<48} {value}")
-        ours = starts["ctrkernel (create+start+wait+remove)"]
-        for other in ("crun run (in unshare -m wrapper)", "runc run"):
-            if isinstance(starts.get(other), float):
-                print(f"  ratio ctrkernel / {other.split(' (')[0]}: {ours / starts[other]:.2f}")
-        crun, wrap = starts.get("crun run (in unshare -m wrapper)"), starts.get("  of which the wrapper (unshare -m sh -c ...)")
-        if isinstance(crun, float) and isinstance(wrap, float):
-            print(f"  ratio ctrkernel / crun without its wrapper ({crun - wrap:.2f} ms): "
-                  f"{ours / (crun - wrap):.2f}")
+        from ctrkernel.image import get_image
+        image = get_image("busybox")
+        for limited in (False, True):
+            report_start(bench_start(image, args.n, scratch, limited), args.n, limited)
         idle = bench_idle(image, args.idle)
         print(f"memory of {args.idle} idle containers beyond their own processes:")
         for key, value in idle.items():

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from conftest import host
-from ctrkernel.errors import InvalidArgument
+from ctrkernel.errors import Conflict, InvalidArgument
 from ctrkernel.runtime import run
 from ctrkernel.runtime.cgroups import Resources, cgroup_manager
 
@@ -54,13 +54,52 @@ def test_half_a_cpu_holds_a_busy_loop_near_fifty_percent():
     assert 0.3 < used < 0.6, f"{used:.2f} CPU"
 
 
-def test_pause_freezes_and_unpause_thaws():
-    c = run("busybox", ["sleep", "60"], detach=True)
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done"
+
+
+def _count(c):
+    return int(open(f"{c.upper_dir}/tmp/n").read() or 0)
+
+
+def test_pause_stops_a_counting_container_and_unpause_resumes_it():
+    c = run("busybox", ["sh", "-c", COUNTER], detach=True)
     try:
-        c.cgroup.freeze()
-        assert c.cgroup.frozen()
-        c.cgroup.thaw()
-        assert not c.cgroup.frozen()
+        time.sleep(0.5)
+        c.pause()
+        assert c.status == "paused" and c.cgroup.frozen()
+        frozen_at = _count(c)
+        time.sleep(0.6)
+        assert _count(c) == frozen_at            # not one step while frozen
+        with pytest.raises(Conflict, match="paused"):
+            c.exec_run(["true"])
+        c.unpause()
+        time.sleep(0.6)
+        assert c.status == "running" and _count(c) > frozen_at
+    finally:
+        c.remove(force=True)
+
+
+def test_a_paused_container_can_still_be_stopped():
+    c = run("busybox", ["sh", "-c", COUNTER], detach=True)
+    c.pause()
+    c.stop(timeout=1)          # sh ignores SIGTERM as PID 1: SIGKILL after the timeout
+    try:
+        assert c.wait(timeout=5)["StatusCode"] == 137
+    finally:
+        c.remove(force=True)
+
+
+def test_update_changes_the_limits_of_a_running_container():
+    c = run("busybox", ["sleep", "60"], detach=True,
+            resources=Resources.from_docker(mem_limit="32m", pids_limit=10))
+    try:
+        c.update(mem_limit="96m")
+        assert c.cgroup.stats().memory_limit == 96 << 20
+        assert c.cgroup.stats().pids_limit == 10     # what was not given stays
+        assert c.attrs["Resources"]["memory"] == 96 << 20
+        with pytest.raises(InvalidArgument):
+            c.update(mem_limit="12zb")
+        assert c.cgroup.stats().memory_limit == 96 << 20
     finally:
         c.remove(force=True)
 
@@ -78,3 +117,28 @@ def test_cgroup_is_removed_with_the_container():
 def test_impossible_limits_fail_before_anything_starts(bad):
     with pytest.raises(InvalidArgument):
         Resources.from_docker(**bad)
+
+
+def test_pause_unpause_and_update_from_the_command_line():
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ctrkernel", *args], capture_output=True,
+                              text=True, timeout=60)
+    c = run("busybox", ["sleep", "60"], detach=True, name="cli-limits",
+            resources=Resources.from_docker(mem_limit="32m"))
+    try:
+        assert cli("pause", "cli-limits").stdout == "cli-limits\n"
+        assert "(Paused)" in cli("ps").stdout
+        again = cli("pause", "cli-limits")
+        assert again.returncode == 1 and "already paused" in again.stderr
+        assert cli("unpause", "cli-limits").returncode == 0 and c.status == "running"
+        bad = cli("update", "--memory", "12zb", "cli-limits")
+        assert bad.returncode == 1 and "12zb" in bad.stderr
+        assert cli("update", "cli-limits").returncode == 1          # no flag: nothing to do
+        assert cli("update", "-m", "64m", "--pids-limit", "30", "cli-limits").returncode == 0
+        stats = c.cgroup.stats()
+        assert (stats.memory_limit, stats.pids_limit) == (64 << 20, 30)
+    finally:
+        c.remove(force=True)

@@ -16,6 +16,8 @@ VERB_MODULES = (
     "ctrkernel.cli.vm",
     "ctrkernel.cli.containers",
     "ctrkernel.cli.build",
+    "ctrkernel.cli.stats",
+    "ctrkernel.cli.limits",
 )
 
 

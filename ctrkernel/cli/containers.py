@@ -86,7 +86,7 @@ def _stream(c, follow=True):
              (open(c.dir / "stderr.log", "rb"), sys.stderr.buffer)]
     try:
         while True:
-            running = c.status == "running"
+            running = c.status in ("running", "paused")
             got = False
             for src, dst in files:
                 chunk = src.read(65536)
@@ -148,8 +148,9 @@ def ps(args):
             print(c.id if args.no_trunc else c.short_id)
             continue
         status = c.status
-        if status == "running":
+        if status in ("running", "paused"):
             text = "Up " + _ago(time.time() - c._run.get("StartedAt", time.time()))[:-4]
+            text += " (Paused)" if status == "paused" else ""
         elif status == "exited":
             text = f"Exited ({c.exit_code}) " + _ago(time.time() - c._exit.get("FinishedAt", time.time()))
         else:

@@ -24,6 +24,7 @@ ExecResult = namedtuple("ExecResult", "exit_code output")
 # The C shim builds the process chain when it could be compiled; spawn.launch is the same
 # chain in Python, used without a compiler (and by the tests, which switch this off).
 NATIVE_CHAIN = True
+LIVE = ("running", "paused")  # states in which the container's processes exist
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME_WORDS = (("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "noble", "quiet",
                 "swift", "tidy", "witty"),
@@ -244,7 +245,7 @@ class Container:
     @property
     def pid(self):
         """PID 1 of the container, as the host sees it (None unless running)."""
-        return self._run.get("init", {}).get("pid") if self.status == "running" else None
+        return self._run.get("init", {}).get("pid") if self.status in LIVE else None
 
     @property
     def cgroup(self):
@@ -266,7 +267,7 @@ class Container:
         if self._run.get("starting"):  # another process is starting it right now, or crashed
             return "created" if state.alive(self._run.get("controller")) else "dead"
         if state.alive(self._run.get("shim")) or state.alive(self._run.get("init")):
-            return "running"
+            return "paused" if self._run.get("Paused") else "running"
         self._exit = state.read_json(self.dir, "status.json")  # it may just have finished
         return "exited" if self._exit else "dead"
 
@@ -275,7 +276,8 @@ class Container:
         """Docker's `State` object (what `docker inspect` shows), for front ends to translate."""
         status = self.status
         exit_info = self._exit or {}
-        return {"Status": status, "Running": status == "running", "Dead": status == "dead",
+        return {"Status": status, "Running": status in LIVE, "Paused": status == "paused",
+                "Dead": status == "dead",
                 "Pid": self.pid or 0, "ExitCode": exit_info.get("ExitCode", 0),
                 "OOMKilled": bool(exit_info.get("OOMKilled", False)),
                 "Error": exit_info.get("Error", ""),
@@ -403,7 +405,7 @@ class Container:
     def kill(self, signal=None):
         """Send a signal (name or number; default SIGKILL) to the container's PID 1."""
         number = _signal_number(signal or "SIGKILL")
-        if self.status != "running":
+        if self.status not in LIVE:
             raise Conflict(f"container {self.name} is not running")
         ident = self._run.get("init")
         try:
@@ -420,13 +422,18 @@ class Container:
             pass
         finally:
             os.close(fd)
+        if number == signals.SIGKILL and self._run.get("Paused"):
+            self._thaw()  # a frozen process cannot die; other signals wait for unpause
 
     def stop(self, timeout=10):
         """SIGTERM, then SIGKILL after `timeout` seconds (PID 1 ignores signals it has no
-        handler for, as in Docker)."""
-        if self.status != "running":
+        handler for, as in Docker). A paused container is thawed after the SIGTERM so that it
+        can act on it."""
+        if self.status not in LIVE:
             return
         self.kill("SIGTERM")
+        if self._run.get("Paused"):
+            self._thaw()
         if not self._wait_status(timeout):
             self.kill("SIGKILL")
             self._wait_status(10)
@@ -435,15 +442,75 @@ class Container:
     def remove(self, force=False, v=False):
         """Delete the container, its writable layer, logs and cgroup."""
         status = self.status
-        if status == "running":
+        if status in LIVE:
             if not force:
-                raise Conflict(f"container {self.name} is running: stop it first or force")
+                what = "paused: unpause and stop" if status == "paused" else "running: stop"
+                raise Conflict(f"container {self.name} is {what} it first, or force")
             self.kill("SIGKILL")
             self._wait_status(10)
         elif status == "dead" or (status == "created" and self._run):
             _kill_leftovers(self._run)
         _destroy_cgroup(self.id)
         state.remove_dir(self.dir)
+
+    # -- pause and limits ----------------------------------------------------------------
+    def _own_cgroup(self, what):
+        cg = self.cgroup
+        if cg is None:
+            raise HostLacks(what, "a cgroup for this container (the cgroup module is missing)",
+                            "reinstall ctrkernel")
+        return cg
+
+    def _set_run(self, **fields):
+        record = state.read_json(self.dir, "run.json") or {}
+        record.update(fields)
+        state.write_json(self.dir, "run.json", record)
+        self.reload()
+
+    def pause(self):
+        """Freeze every process of the container (`docker pause`): with the cgroup freezer,
+        which the processes cannot notice, or SIGSTOP where no cgroup of ours exists (see
+        the cgroup driver's notes: a process can see it was stopped)."""
+        status = self.status
+        if status == "paused":
+            raise Conflict(f"container {self.name} is already paused")
+        if status != "running":
+            raise Conflict(f"container {self.name} is not running")
+        self._own_cgroup("pausing a container").freeze()
+        self._set_run(Paused=True)
+
+    def unpause(self):
+        if self.status != "paused":
+            raise Conflict(f"container {self.name} is not paused")
+        self._thaw()
+
+    def _thaw(self):
+        self._own_cgroup("unpausing a container").thaw()
+        self._set_run(Paused=False)
+
+    def update(self, resources=None, **docker_kwargs):
+        """Change the limits of a container (`docker update`), running or not: a Resources, or
+        docker-py's names (mem_limit="128m", memswap_limit, nano_cpus, cpu_quota, cpu_period,
+        pids_limit). Fields given replace the old ones; the rest stay. Returns {"Warnings": []}."""
+        from ctrkernel.runtime.cgroups import Resources
+        if resources is None:
+            resources = Resources.from_docker(**docker_kwargs)
+        elif docker_kwargs:
+            raise TypeError("give a Resources or keyword limits, not both")
+        if self.status in ("exited", "dead"):
+            raise Conflict(f"container {self.name} is not running: its cgroup is gone")
+        old = Resources.from_dict(self.attrs.get("Resources"))
+        merged = old.merged(resources)   # validates: an impossible combination fails here
+        cg = self._own_cgroup("changing limits")
+        cg.update(resources)
+        self.attrs["Resources"] = merged.to_dict()
+        state.write_json(self.dir, "config.json", self.attrs)
+        return {"Warnings": list(getattr(cg, "notes", []))}
+
+    def stats(self, stream=False, one_shot=False, interval=1.0):
+        """Resource use shaped as Docker's stats API (see ctrkernel.metrics.stats)."""
+        from ctrkernel.metrics import stats
+        return stats(self, stream=stream, one_shot=one_shot, interval=interval)
 
     # -- looking inside ----------------------------------------------------------------
     def logs(self, stdout=True, stderr=True, stream=False, follow=False, tail="all"):
@@ -460,7 +527,7 @@ class Container:
         handles = [open(p, "rb") for p in files]
         try:
             while True:
-                running = self.status == "running"
+                running = self.status in LIVE
                 got = False
                 for h in handles:
                     chunk = h.read(65536)
@@ -478,7 +545,10 @@ class Container:
     def exec_run(self, cmd, stdout=True, stderr=True, environment=None, workdir=None,
                  user=None, demux=False):
         """Run cmd in the running container; ExecResult(exit_code, output) like docker-py."""
-        if self.status != "running":
+        status = self.status
+        if status == "paused":
+            raise Conflict(f"container {self.name} is paused, unpause the container before exec")
+        if status != "running":
             raise Conflict(f"container {self.name} is not running")
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         env = dict(_env_list_to_dict(self.attrs["Env"]), **_as_env_dict(environment))
@@ -496,7 +566,7 @@ class Container:
 
     def processes(self):
         """psutil.Process objects of everything running in the container."""
-        if self.status != "running":
+        if self.status not in LIVE:
             return []
         init = self._run["init"]["pid"]
         if "pid" not in self.attrs["Isolation"]["namespaces"]:
@@ -613,7 +683,7 @@ def list_containers(all=False):
             c = Container(i)
         except ContainerNotFound:
             continue  # removed meanwhile by another process
-        if all or c.status == "running":
+        if all or c.status in LIVE:
             found.append(c)
     return sorted(found, key=lambda c: c.attrs.get("Created", 0), reverse=True)
 

@@ -28,9 +28,9 @@ import psutil
 
 from ctrkernel import paths
 from ctrkernel.errors import NotFound
+from ctrkernel.runtime.cgroups import proctree
 from ctrkernel.runtime.cgroups.base import Cgroup, CgroupManager, check_id
 from ctrkernel.runtime.cgroups.resources import Resources
-from ctrkernel.runtime.cgroups.stats import CgroupStats
 
 
 def _state_dir():
@@ -114,18 +114,7 @@ class NullCgroup(Cgroup):
         self._save()
 
     def _processes(self):
-        procs = {}
-        for pid in self.root_pids:
-            try:
-                root = psutil.Process(pid)
-                if root.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                procs[pid] = root
-                for child in root.children(recursive=True):
-                    procs[child.pid] = child
-            except psutil.Error:
-                continue
-        return list(procs.values())
+        return proctree.processes(self.root_pids)
 
     def pids(self):
         return sorted(p.pid for p in self._processes())
@@ -154,28 +143,7 @@ class NullCgroup(Cgroup):
         return False          # RLIMIT_AS makes allocations fail; nothing is OOM-killed
 
     def stats(self):
-        s = CgroupStats(source="proc", memory_usage=0, cpu_usage_ns=0, cpu_user_ns=0,
-                        cpu_system_ns=0, pids_current=0, blkio_read_bytes=0, blkio_write_bytes=0)
-        procs = self._processes()
-        for p in procs:
-            try:
-                with p.oneshot():
-                    s.memory_usage += p.memory_info().rss
-                    t = p.cpu_times()
-                    s.cpu_user_ns += int((t.user + t.children_user) * 1e9)
-                    s.cpu_system_ns += int((t.system + t.children_system) * 1e9)
-                    s.pids_current += p.num_threads()
-                    try:
-                        io = p.io_counters()
-                        s.blkio_read_bytes += io.read_bytes
-                        s.blkio_write_bytes += io.write_bytes
-                    except (psutil.AccessDenied, AttributeError):
-                        pass
-            except psutil.Error:
-                continue
-        s.cpu_usage_ns = s.cpu_user_ns + s.cpu_system_ns
-        s.pids = sorted(p.pid for p in procs)
-        return s
+        return proctree.tree_stats(self._processes())
 
     def destroy(self):
         self._signal_tree(signal.SIGCONT)   # a stopped process would not die before SIGCONT

@@ -193,7 +193,14 @@ class V1Cgroup(Cgroup):
 
     def add_process(self, pid):
         for directory in self._unique_dirs():
-            write(os.path.join(directory, "cgroup.procs"), pid)
+            try:
+                write(os.path.join(directory, "cgroup.procs"), pid)
+            except CgroupError:
+                # A process that has already exited (a command that was not found, `true`)
+                # cannot be moved and needs no limit: that is not an error.
+                if _exited(pid):
+                    return
+                raise
 
     def update(self, resources):
         merged = self.resources.merged(resources)
@@ -290,3 +297,12 @@ class V1Manager(CgroupManager):
             except FileNotFoundError:
                 pass
         return sorted(ids)
+
+
+def _exited(pid):
+    """True when pid is gone or a zombie (the kernel refuses to move either)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
