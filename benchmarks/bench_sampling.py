@@ -3,7 +3,7 @@
     python benchmarks/bench_sampling.py [--containers 10] [--hz 4] [--seconds 60] [--json]
 
 ctrkernel side: a separate Python process runs `ctrkernel.metrics.Recorder` over the containers
-(each round reads every container's cgroup files through part A's Cgroup.stats(), /proc/stat
+(each round reads every container's cgroup files through Cgroup.stats(), /proc/stat
 for the host CPU, and the container's state to notice exits) and reports the CPU time it used
 during the sampling window (process_time: all its threads), as a percentage of one core.
 Target: under 2% of one core.

@@ -307,7 +307,8 @@ def cgroup_layout():
     else:
         driver, writable = "none", []
     return {"version": version, "driver": driver, "writable": writable,
-            "v1_mounts": v1, "v2_mount": v2, "v2_controllers": v2_controllers}
+            "v1_mounts": v1, "v2_mount": v2, "v2_controllers": v2_controllers,
+            "v2_group": own.get("", "/")}
 
 
 def can_create_group(mountpoint, own_path):

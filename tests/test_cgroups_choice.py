@@ -14,9 +14,10 @@ def test_read_only_cgroups_give_the_null_manager_with_a_reason():
     assert manager.enforces is False and "cgroup" in manager.why_not
 
 
-def test_v2_is_reported_as_not_enforced_yet():
+def test_v2_gets_the_v2_driver_on_the_probed_mount():
     manager = manager_for(report_with("v2"))
-    assert manager.enforces is False and "v2" in manager.why_not
+    assert manager.driver == "v2" and manager.enforces is True
+    assert (manager.mount, manager.group) == ("/sys/fs/cgroup", "/")
 
 
 def test_the_manager_is_chosen_once_per_process():

@@ -7,7 +7,7 @@ open each file once and `pread(fd, n, 0)` it each round. An open descriptor does
 cgroup alive: once the group is removed, reads fail (ENODEV) and we forget the descriptor.
 
 `read_v1` / `read_v2` read only what the dashboard shows (memory with memory.stat, CPU usage and
-throttling with the quota, pids, OOM kills, block I/O), through part A's parsers; the complete
+throttling with the quota, pids, OOM kills, block I/O), through the parsers of runtime/cgroups/parse.py; the complete
 `Cgroup.stats()` (max usage, swap, per-CPU times...) remains what `stats()` in Docker's shape
 uses.
 """

@@ -1,6 +1,6 @@
 """One reading of one target, and the derived point a chart or table shows.
 
-A `Sample` keeps the raw counters (part A's `CgroupStats`: bytes, nanoseconds, counts) plus
+A `Sample` keeps the raw counters (`CgroupStats`: bytes, nanoseconds, counts) plus
 the two host counters Docker's CPU percentage needs (`system_cpu_ns`, `online_cpus`), the time it
 was read and the target's status. A `Point` is what two consecutive samples mean to a reader:
 memory in use, CPU percent, process count, each beside its limit. Units are in `UNITS`, so a

@@ -1,7 +1,7 @@
 """Where samples come from: a container, one of our cgroups, a process tree, or this session's
 own cgroup. Each source's `read()` returns a `Sample` (or None once its target is gone).
 
-- `ContainerSource`: the container's cgroup through part A's `Cgroup.stats()` (v1 or v2 files);
+- `ContainerSource`: the container's cgroup through `Cgroup.stats()` (v1 or v2 files);
   where the null driver gave it no cgroup, its process tree from /proc (psutil).
 - `CgroupSource`: any `Cgroup` object of ours.
 - `ProcessTreeSource`: a process and its descendants, from /proc with psutil, where no cgroup of

@@ -11,11 +11,15 @@
 
 - `v1`: one directory per controller (memory, cpu, cpuacct, pids, freezer, blkio), as runc's
   `libcontainer/cgroups/fs`.
-- `v2`: one directory in the unified hierarchy, controllers enabled via cgroup.subtree_control.
+- `v2`: one directory in the unified hierarchy, under the highest group we may write (the
+  mount's root as root, the delegated group otherwise); controllers enabled via
+  cgroup.subtree_control on the way down, swap limited separately (memory.swap.max), pause by
+  cgroup.freeze, destroy by cgroup.kill. A controller the hierarchy does not give us becomes a
+  note (`cg.notes`) for each limit it would have enforced. Tested in a QEMU guest.
 - `none`: nothing can be created; `mgr.enforces` is False and `mgr.why_not` says why. setrlimit
   gives weaker limits where it can (see none.py).
 
-Groups are named `<hierarchy>/ctrkernel/<container id>`.
+Groups are named `<hierarchy>/ctrkernel/<container id>` (v2: `<base>/ctrkernel/<container id>`).
 """
 import threading
 
@@ -47,11 +51,10 @@ def manager_for(report) -> CgroupManager:
     if driver == "v1":
         from ctrkernel.runtime.cgroups.v1 import V1Manager
         return V1Manager(layout["v1_mounts"])
-    from ctrkernel.runtime.cgroups.none import NullManager
     if driver == "v2":
-        # The v2 implementation is not written yet: say so rather than pretend to limit.
-        return NullManager("this host uses cgroup v2, which ctrkernel cannot drive yet "
-                           "(only v1); limits are not enforced")
+        from ctrkernel.runtime.cgroups.v2 import V2Manager
+        return V2Manager(layout["v2_mount"], layout.get("v2_group", "/"))
+    from ctrkernel.runtime.cgroups.none import NullManager
     try:
         check = report.check("cgroups")
         why = f"no writable cgroup hierarchy ({check.detail})"

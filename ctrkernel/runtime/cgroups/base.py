@@ -179,6 +179,15 @@ def remove_dir(path, timeout=5.0):
             time.sleep(0.05)
 
 
+def exited(pid):
+    """True when pid is gone or a zombie (the kernel refuses to move either into a group)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def remove_parent_if_empty(parent):
     """Remove the shared `ctrkernel` directory once no group is left in it."""
     try:

@@ -11,7 +11,7 @@ import time
 from ctrkernel.errors import NotFound
 from ctrkernel.runtime.cgroups import parse
 from ctrkernel.runtime.cgroups.base import (GROUP_PARENT, Cgroup, CgroupError, CgroupManager,
-                                            check_id, kill_all, make_group, read,
+                                            check_id, exited, kill_all, make_group, read,
                                             remove_dir, remove_parent_if_empty, write)
 from ctrkernel.runtime.cgroups.resources import Resources
 from ctrkernel.runtime.cgroups.stats import CgroupStats
@@ -198,7 +198,7 @@ class V1Cgroup(Cgroup):
             except CgroupError:
                 # A process that has already exited (a command that was not found, `true`)
                 # cannot be moved and needs no limit: that is not an error.
-                if _exited(pid):
+                if exited(pid):
                     return
                 raise
 
@@ -297,12 +297,3 @@ class V1Manager(CgroupManager):
             except FileNotFoundError:
                 pass
         return sorted(ids)
-
-
-def _exited(pid):
-    """True when pid is gone or a zombie (the kernel refuses to move either)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except OSError:
-        return True
