@@ -132,3 +132,12 @@ class VMError(CtrkernelError):
     def __init__(self, message, console=""):
         self.console = console
         super().__init__(message)
+
+
+class ArchiveError(CtrkernelError):
+    """An image archive (`docker save` or OCI archive) is refused: a member name escapes the
+    archive, a blob it names is missing, or its JSON is malformed. `member` names what is wrong."""
+
+    def __init__(self, member, reason):
+        self.member, self.reason = member, reason
+        super().__init__(f"image archive: {member!r} refused: {reason}")

@@ -20,10 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BINDER_SIM = Path(os.environ.get("CTRKERNEL_BINDER_SIM", REPO.parent / "shared" / "tools" / "binder-sim"))
 
-_session_home = tempfile.mkdtemp(prefix="ctrkernel-test-home-")
-os.chmod(_session_home, 0o755)
-os.environ["CTRKERNEL_HOME"] = _session_home
-# Notebook kernels started by nbval and papermill inherit this environment, so they share it.
+from session_home import HOME as _session_home  # noqa: E402 (the plugin made it, see there)
 
 
 def host():

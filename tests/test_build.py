@@ -5,21 +5,19 @@ builds into one store.
 The images start from `scratch` with the host's static busybox copied in, so the tests need no
 builtin image and no network.
 """
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
 from conftest import requires_isolation
 from ctrkernel.errors import BuildError
+from ctrkernel.errors import ImageNotFound
+from ctrkernel.image import Store, default_store, get_image
 from ctrkernel.image.build import Builder, build
-from ctrkernel import paths
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 BASE = """\
@@ -32,8 +30,7 @@ runs_containers = requires_isolation("full", "rootless")
 
 
 def blobs():
-    root = paths.home() / "images" / "blobs" / "sha256"
-    return set(os.listdir(root)) if root.exists() else set()
+    return set(os.listdir(default_store().blobs))
 
 
 def make_context(path, dockerfile, files=None):
@@ -136,10 +133,8 @@ def test_a_failing_run_names_the_line_its_exit_code_and_keeps_the_log(tmp_path):
     assert error.line == 5 and error.exit_code == 7
     assert "returned a non-zero code: 7" in str(error) and "line 5" in str(error)
     assert "before the failure" in error.build_log
-    from ctrkernel.image._buildstore import load_base
-    from ctrkernel.errors import ImageNotFound
     with pytest.raises(ImageNotFound):
-        load_base(None, "broken:1")  # nothing tagged for a failed build
+        get_image("broken:1")  # nothing tagged for a failed build
 
 
 def test_a_malformed_dockerfile_fails_before_any_step(tmp_path):
@@ -213,26 +208,6 @@ def test_commit_makes_the_container_changes_an_image(tmp_path):
     assert out == "vi is gone\n"
 
 
-def _fsck(home):
-    """Every blob hashes to its name and every manifest's blobs are present."""
-    root = Path(home) / "images"
-    bad = [p.name for p in (root / "blobs" / "sha256").iterdir()
-           if hashlib.sha256(p.read_bytes()).hexdigest() != p.name]
-    index = json.loads((root / "index.json").read_text())
-    for entry in index["manifests"]:
-        manifest = json.loads((root / "blobs" / "sha256" / entry["digest"][7:]).read_text())
-        for d in [manifest["config"]] + manifest["layers"]:
-            if not (root / "blobs" / "sha256" / d["digest"][7:]).exists():
-                bad.append(d["digest"])
-    try:
-        from ctrkernel.image import default_store
-        report = default_store().fsck()
-        bad += [str(p) for p in (getattr(report, "problems", None) or [])]
-    except (ImportError, AttributeError):
-        pass
-    return bad
-
-
 @runs_containers
 def test_two_concurrent_builds_into_one_store_stay_consistent(tmp_path):
     home = tmp_path / "home"
@@ -248,10 +223,11 @@ def test_two_concurrent_builds_into_one_store_stay_consistent(tmp_path):
              for n, ctx in enumerate(contexts)]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
-    assert _fsck(home) == []
-    names = [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in
-             json.loads((home / "images" / "index.json").read_text())["manifests"]]
-    assert "conc:0" in " ".join(map(str, names)) and "conc:1" in " ".join(map(str, names))
+    store = Store(home / "images")
+    assert store.fsck() == []
+    assert {t for img in store.images() for t in img.tags} >= {"conc:0", "conc:1"}
+    for n, (out, _) in enumerate(results):
+        assert store.get(f"conc:{n}").id == out.strip()
     shutil.rmtree(home / "containers", ignore_errors=True)
 
 
@@ -288,9 +264,6 @@ def binder_sim_build(home, context):
 
 
 def test_an_interrupted_build_leaves_no_image_under_its_name(tmp_path):
-    from ctrkernel.errors import ImageNotFound
-    from ctrkernel.image._buildstore import load_base
-
     context = make_context(tmp_path, "FROM scratch\nCOPY busybox /bin/busybox\nENV A=1\n"
                            "COPY Dockerfile /Dockerfile\n")
     stream = iter(Builder(context, tag="interrupted:1"))
@@ -299,12 +272,11 @@ def test_an_interrupted_build_leaves_no_image_under_its_name(tmp_path):
             break
     stream.close()  # what Ctrl-C in a notebook or a killed `ctrkernel build` amounts to
     with pytest.raises(ImageNotFound):
-        load_base(None, "interrupted:1")
+        get_image("interrupted:1")
 
 
 @runs_containers
 def test_cli_commit_with_a_change_and_a_message(tmp_path):
-    from ctrkernel.image._buildstore import load_base
     from ctrkernel.runtime import create
 
     base, _ = build(make_context(tmp_path, BASE), tag="cli-commit-base:1")
@@ -318,7 +290,7 @@ def test_cli_commit_with_a_change_and_a_message(tmp_path):
     finally:
         c.remove(force=True)
     assert done.returncode == 0, done.stderr
-    image = load_base(None, "clicommit:v2")
+    image = get_image("clicommit:v2")
     assert image.id == done.stdout.strip()
     assert image.config["config"]["Cmd"] == ["cat", "/x"]
     assert image.config["history"][-1]["comment"] == "by cli"
@@ -326,7 +298,6 @@ def test_cli_commit_with_a_change_and_a_message(tmp_path):
 
 def test_dockerignore_keeps_files_out_of_the_layer_and_out_of_the_cache_key(tmp_path):
     from ctrkernel.lessons.images import tar_listing
-    from ctrkernel.image._buildstore import blob_path
 
     context = make_context(tmp_path, "FROM scratch\nCOPY . /src/\n",
                            {"app.py": "print(1)\n", "notes.log": "noise\n", "build/out.o": "x",
@@ -335,9 +306,79 @@ def test_dockerignore_keeps_files_out_of_the_layer_and_out_of_the_cache_key(tmp_
     (context / ".dockerignore").write_text("# comments are fine\n*.log\nbuild\ndocs/*\n"
                                            "!docs/keep.md\n")
     image, _ = build(context)
-    names = {n for n, kind, _ in tar_listing(blob_path(None, image.layers[0]["digest"]))}
+    names = {n for n, kind, _ in tar_listing(default_store().blob_path(image.layers[0]["digest"]))}
     assert {"src/app.py", "src/docs/keep.md", "src/Dockerfile"} <= names
     assert not names & {"src/notes.log", "src/build/out.o", "src/build", "src/docs/drop.md"}
     (context / "notes.log").write_text("more noise\n")  # an ignored file changes: cache holds
     log = list(Builder(context))
     assert log.count(" ---> Using cache") == 1
+
+
+USER_SCRIPT = """
+import sys
+from ctrkernel.image.build import build
+from ctrkernel.image.commit import commit
+from ctrkernel.runtime import create
+
+def run(image, command):
+    c = create(image, ["sh", "-c", command])
+    c.start()
+    c.wait()
+    return c, c.logs(stdout=True, stderr=True).decode()
+
+image, _ = build(sys.argv[1], tag="user:1")
+c, out = run(image, "echo more > /more; rm /bin/ls; ls /o")
+print("kind", c.isolation["rootfs"], out.split())
+committed = commit(c, repository="user-commit")
+c.remove(force=True)
+c, out = run(committed, "cat /hi /more; test -e /bin/ls || echo ls-gone; "
+                        "test -e /bin/vi || echo vi-gone; ls /o")
+c.remove(force=True)
+print("committed", out.split())
+"""
+
+
+@pytest.mark.parametrize("userns", [True, False], ids=["rootless", "binder-like"])
+def test_unprivileged_builds_and_commits_keep_deletions_and_opaque_dirs(unprivileged_home,
+                                                                         userns):
+    """Whiteouts and an opaque directory, made by RUN steps and by a commit, hide the lower
+    layers' files for an unprivileged user too (rootless overlay, or the copy fallback)."""
+    from conftest import binder_sim
+
+    context = make_context(unprivileged_home / "ctx", BASE + "RUN echo hi > /hi && rm /bin/vi "
+                           "&& mkdir /o && touch /o/a /o/b\nRUN rm -rf /o && mkdir /o && "
+                           "touch /o/c\n")
+    (unprivileged_home / "script.py").write_text(USER_SCRIPT)
+    for p in [unprivileged_home, *unprivileged_home.rglob("*")]:
+        os.chown(p, 1000, 1000)
+    done = binder_sim([sys.executable, str(unprivileged_home / "script.py"), str(context)],
+                      userns=userns, env={"CTRKERNEL_HOME": str(unprivileged_home / "state"),
+                                          "BINDER_SIM_HOME": str(unprivileged_home)})
+    if done.returncode != 0 and "cannot run here" in done.stderr:
+        pytest.skip(f"no way to run a RUN step as this user here: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    kind = next(l for l in done.stdout.splitlines() if l.startswith("kind"))
+    assert kind.endswith("['c']"), kind            # /o's old a and b are hidden (opaque)
+    assert "committed ['hi', 'more', 'ls-gone', 'vi-gone', 'c']" in done.stdout, done.stdout
+
+
+def test_rmi_removes_the_intermediate_steps_only_that_image_needed(tmp_path):
+    """Each step is an intermediate image (`images -a`); removing the image removes the steps
+    no other image starts from, as `docker rmi` does, and the store is as before the builds."""
+    store = Store(tmp_path / "images")
+    common = "FROM scratch\nCOPY busybox /bin/busybox\nENV A=1\n"
+    one = make_context(tmp_path / "one", common + "COPY one.txt /\nCMD [\"x\"]\n", {"one.txt": "1"})
+    two = make_context(tmp_path / "two", common + "COPY two.txt /\n", {"two.txt": "2"})
+    first, log = build(one, tag="one:1", store=store)
+    second, _ = build(two, tag="two:1", store=store)
+    assert len(store.images()) == 2
+    steps = {img.id for img in store.images(all=True)} - {first.id, second.id}
+    assert len(steps) == 3                   # COPY busybox, ENV (shared), COPY one.txt
+    log = store.remove("one:1")
+    assert log[:2] == [{"Untagged": "one:1"}, {"Deleted": first.id}]
+    assert len(log) == 3                     # and the COPY one.txt step, not the shared ones
+    assert len(store.images(all=True)) == 3 and store.fsck() == []
+    assert " ---> Using cache" in list(Builder(two, tag="two:1", store=store))  # cache kept
+    store.remove("two:1")
+    assert store.images(all=True) == [] and list(store.blobs.iterdir()) == []
+    assert list(store.parents.iterdir()) == []

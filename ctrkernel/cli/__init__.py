@@ -16,8 +16,10 @@ VERB_MODULES = (
     "ctrkernel.cli.vm",
     "ctrkernel.cli.containers",
     "ctrkernel.cli.build",
+    "ctrkernel.cli.images",
     "ctrkernel.cli.stats",
     "ctrkernel.cli.limits",
+    "ctrkernel.cli.archive",
 )
 
 

@@ -34,7 +34,7 @@ def build(args):
     """
     from ctrkernel.errors import BuildError
     from ctrkernel.image.build import Builder
-    from ctrkernel.image import _buildstore as store_api
+    from ctrkernel.image import refs
 
     dockerfile = args.file or "Dockerfile"
     if args.file and not os.path.isabs(args.file) and os.path.exists(args.file):
@@ -51,9 +51,9 @@ def build(args):
             print("\n".join(e.build_log), file=sys.stderr)
         raise
     for extra in tags[1:]:
-        store_api.tag(builder.store, builder.image, extra)
+        builder.store.tag("build@" + builder.image.manifest_digest, extra)
         if not args.quiet:
-            print(f"Successfully tagged {store_api.full_tag(extra)}")
+            print(f"Successfully tagged {refs.normalize(extra)}")
     if args.quiet:
         print(builder.image.id)
     return 0

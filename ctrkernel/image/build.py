@@ -13,15 +13,20 @@ How a step becomes an image (what `docker build` does, without BuildKit):
 - RUN starts a real container from the image so far and commits what the command wrote (the
   container's writable layer) as a new layer.
 
+Each step's result is stored as an untagged *intermediate* image (listed by `images -a`, as
+Docker's classic builder keeps them); a RUN step starts its container from the one before it.
+
 The cache. Every step has a key: the digest of (the key of the step before, the instruction as it
 will be recorded, i.e. after ARG/ENV substitution and with the content digest of copied files).
-The first step's key is the base image's id. A key seen before maps to the image state that step
-produced, so an unchanged Dockerfile rebuilds without running or copying anything, and a change
-on line 5 reuses steps 1-4 and redoes the rest, as Docker does.
+The first step's key is the base image's id. A key seen before maps (a small file under
+<store>/build-cache) to the intermediate image that step produced, so an unchanged Dockerfile
+rebuilds without running or copying anything, and a change on line 5 reuses steps 1-4 and redoes
+the rest, as Docker does. Removing those images (rmi, prune) empties the cache with them.
 
 Nothing is tagged until the last step succeeded, so an interrupted or failed build leaves no
-image visible under its name; what it stored (blobs, cache entries) is content-addressed and
-written atomically, which also keeps two concurrent builds into one store consistent.
+image visible under its name; what it stored (blobs, intermediate images, cache entries) is
+content-addressed and written atomically under the store's locks, which also keeps two
+concurrent builds into one store consistent.
 """
 import copy
 import glob
@@ -35,9 +40,13 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctrkernel.errors import BuildError, CtrkernelError, HostLacks
+from ctrkernel.errors import BuildError, CtrkernelError, HostLacks, ImageNotFound
+from ctrkernel.image import default_store, get_image, refs
 from ctrkernel.image import dockerfile as df
-from ctrkernel.image import _buildstore as store_api
+from ctrkernel.image.commit import container_layer
+from ctrkernel.image.extract import apply_layer
+from ctrkernel.image.image import host_architecture, store_image
+from ctrkernel.image.layers import layer_from_dir
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker's predefined build arguments: usable without an ARG line.
@@ -59,17 +68,15 @@ def short(digest):
 
 
 class _State:
-    """The image being built: its config, its layer descriptors, and the cache key so far."""
+    """The image being built: its config, its layer descriptors, the cache key so far, and the
+    stored (intermediate) image once the step's result is saved (None for `FROM scratch`)."""
 
-    def __init__(self, config, layers, key):
-        self.config, self.layers, self.key = config, layers, key
+    def __init__(self, config, layers, key, image=None):
+        self.config, self.layers, self.key, self.image = config, layers, key, image
 
-    def snapshot(self):
-        return {"config": self.config, "layers": self.layers}
-
-    @property
-    def id(self):
-        return "sha256:" + hashlib.sha256(store_api.canonical(self.config)).hexdigest()
+    @classmethod
+    def of(cls, image, key):
+        return cls(copy.deepcopy(image.config), image.layers, key, image)
 
 
 class Builder:
@@ -91,7 +98,7 @@ class Builder:
             raise BuildError(f"cannot find {dockerfile} in the build context {self.context}")
         self.tag, self.nocache = tag, nocache
         self.buildargs = dict(buildargs or {})
-        self.store = store or store_api.default_store()
+        self.store = store or default_store()
         if created is None and os.environ.get("SOURCE_DATE_EPOCH"):
             created = int(os.environ["SOURCE_DATE_EPOCH"])
         if isinstance(created, (int, float)):
@@ -149,11 +156,15 @@ class Builder:
         self.image = self._commit(state)
         yield self._emit(f"Successfully built {short(self.image.id)}")
         if self.tag:
-            yield self._emit(f"Successfully tagged {store_api.full_tag(self.tag)}")
+            yield self._emit(f"Successfully tagged {refs.normalize(self.tag)}")
 
     def _commit(self, state):
-        """Store the final config and manifest, and tag: the only step that names an image."""
-        return store_api.save_image(self.store, state.config, state.layers, tag=self.tag)
+        """Register the final image, tagged: the only step that names an image (the last
+        intermediate image becomes it, since it has the same config and layers)."""
+        if state is None:
+            raise BuildError("the Dockerfile has no FROM")
+        tags = [self.tag] if self.tag else []
+        return store_image(self.store, state.config, state.layers, tags=tags, intermediate=False)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -169,14 +180,14 @@ class Builder:
     def _from(self, ins, args):
         ref = df.substitute(ins.value, {k: v for k, v in args.items() if v is not None}, ins.line)
         if ref == "scratch":
-            config = {"architecture": store_api.ARCH, "os": "linux",
+            config = {"architecture": host_architecture(), "os": "linux",
                       "config": {"Env": [f"PATH={DEFAULT_PATH}"]},
                       "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
             state = _State(config, [], _key("scratch"))
             yield self._emit(" ---> (scratch: an empty filesystem)")
             return state
-        base = store_api.load_base(self.store, ref)  # raises ImageNotFound (a CtrkernelError)
-        state = _State(copy.deepcopy(base.config), list(base.layers), base.id)
+        base = get_image(ref, store=self.store)  # raises ImageNotFound (a CtrkernelError)
+        state = _State.of(base, base.id)
         yield self._emit(f" ---> {short(base.id)}")
         return state
 
@@ -184,16 +195,18 @@ class Builder:
         env = self._env(state, args)
         created_by, work = self._describe(state, ins, args, env)
         key = _key(state.key, created_by)
-        cached = None if self.nocache else store_api.cache_get(self.store, key)
+        cached = None if self.nocache else _cache_get(self.store, key)
         if cached is not None:
-            new = _State(cached["config"], cached["layers"], key)
+            new = _State.of(cached, key)
             yield self._emit(" ---> Using cache")
         else:
             new = yield from work()
             new.key = key
             self._history(new, created_by, empty=new.layers == state.layers)
-            store_api.cache_put(self.store, key, new.snapshot())
-        yield self._emit(f" ---> {short(new.id)}")
+            new.image = store_image(self.store, new.config, new.layers, intermediate=True,
+                                    parent=state.image)
+            _cache_put(self.store, key, new.image)
+        yield self._emit(f" ---> {short(new.image.id)}")
         return new
 
     def _history(self, state, created_by, empty):
@@ -339,7 +352,7 @@ class Builder:
         if len(files) > 1 and not dest.endswith("/"):
             raise BuildError(f"{ins.keyword} with more than one source needs a destination "
                              "ending in /", line=ins.line)
-        stage = Path(tempfile.mkdtemp(prefix="ctrkernel-build-copy-", dir=store_api.tmp_dir()))
+        stage = Path(tempfile.mkdtemp(prefix="build-copy-", dir=self.store.tmp))
         try:
             root = stage / "root"
             root.mkdir()
@@ -347,31 +360,35 @@ class Builder:
                 into_dir = dest.endswith("/") or many
                 dst = root / target / src.name if into_dir and not src.is_dir() else root / target
                 if ins.keyword == "ADD" and src.is_file() and tarfile.is_tarfile(src):
-                    store_api.unpack_tar(src, root / target)
+                    (root / target).mkdir(parents=True, exist_ok=True)
+                    apply_layer(src, root / target)  # the one tar-safety check: extract.py
                 elif src.is_dir():
                     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True,
                                     ignore=self._copy_ignore)
                 else:
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, dst, follow_symlinks=True)
-            if chown:
-                for p in [root / target, *(root / target).rglob("*")]:
-                    if p.exists() or p.is_symlink():
-                        os.lchown(p, *chown)
-            layer = store_api.layer_from_tree(self.store, root)
+            # Docker: copied files belong to root unless --chown says otherwise (the layer
+            # records the owner; the staging copy, maybe made without privilege, need not).
+            layer = self._layer(layer_from_dir(self.store, root, owner=chown or (0, 0)))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         yield from ()
         return _State(_with_layer(state.config, layer), state.layers + [layer], None)
 
+    def _layer(self, layer):
+        """A new layer's descriptor for the state (its uncompressed size noted for `images`)."""
+        self.store.record_tar_size(layer.diff_id, layer.tar_size)
+        return dict(layer.descriptor(), diff_id=layer.diff_id)
+
     def _ensure_dir(self, state, path):
         """WORKDIR creates a missing directory (in a small layer), as Docker does."""
-        if path == "/" or store_api.path_exists(self.store, state.layers, path):
+        if path == "/" or _path_exists(self.store, state, path):
             return
-        stage = Path(tempfile.mkdtemp(prefix="ctrkernel-build-dir-", dir=store_api.tmp_dir()))
+        stage = Path(tempfile.mkdtemp(prefix="build-dir-", dir=self.store.tmp))
         try:
             (stage / path.lstrip("/")).mkdir(parents=True)
-            layer = store_api.layer_from_tree(self.store, stage)
+            layer = self._layer(layer_from_dir(self.store, stage, owner=(0, 0)))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         state.config = _with_layer(state.config, layer)
@@ -382,10 +399,7 @@ class Builder:
         if not state.layers:
             raise BuildError("RUN needs a filesystem with the command in it, and this image is "
                              "empty (FROM scratch with nothing copied yet)", line=ins.line)
-        # The runtime starts containers from any object with a config and layer trees: the image
-        # so far is never tagged nor listed, as Docker's intermediate images are not.
-        parent = store_api.BuiltImage(self.store, state.config, state.layers)
-        run = store_api.run_and_commit(self.store, parent, argv, build_env)
+        run = _run_and_commit(self.store, state.image, argv, build_env)
         container = None
         try:
             while True:
@@ -403,7 +417,72 @@ class Builder:
             raise error
         if result.layer is None:  # the command changed nothing: Docker still records the step
             return _State(copy.deepcopy(state.config), list(state.layers), None)
-        return _State(_with_layer(state.config, result.layer), state.layers + [result.layer], None)
+        layer = self._layer(result.layer)
+        return _State(_with_layer(state.config, layer), state.layers + [layer], None)
+
+
+class _RunResult:
+    def __init__(self, status, layer):
+        self.status, self.layer = status, layer
+
+
+def _run_and_commit(store, image, argv, env):
+    """Run argv in a container of image (no network, as a build step) and commit what it wrote.
+
+    A generator: it yields Docker's " ---> Running in <id>" line, then the command's output line
+    by line while it runs (so a long RUN shows progress), then returns a _RunResult.
+    """
+    from ctrkernel.runtime import create
+
+    container = create(image, argv, env=env, network="none")
+    try:
+        yield f" ---> Running in {container.id[:12]}"
+        container.start()
+        pending = b""
+        for chunk in container.logs(stdout=True, stderr=True, follow=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
+        status = container.wait()["StatusCode"]
+        layer = container_layer(container, store) if status == 0 else None
+        return _RunResult(status, layer)
+    finally:
+        container.remove(force=True)
+
+
+# ---- the build cache: step key -> the intermediate image that step made
+
+def _cache_path(store, key):
+    directory = store.root / "build-cache"
+    directory.mkdir(exist_ok=True)
+    return directory / key.split(":")[-1]
+
+
+def _cache_get(store, key):
+    """The intermediate image a step with this key made before, if it is still in the store."""
+    try:
+        digest = _cache_path(store, key).read_text().strip()
+        return store.get("cache@" + digest)
+    except (FileNotFoundError, ImageNotFound):
+        return None  # never built, or removed (rmi, prune): the step must run again
+
+
+def _cache_put(store, key, image):
+    path = _cache_path(store, key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(image.manifest_digest)
+    os.replace(tmp, path)  # atomic: a concurrent build sees the old entry or this one
+
+
+def _path_exists(store, state, path):
+    """Whether some layer of the state holds path (WORKDIR creates it when none does)."""
+    rel = path.strip("/")
+    diff_ids = state.config.get("rootfs", {}).get("diff_ids", [])
+    return any(os.path.lexists(store.layer_dir(desc, diff_id) / rel)
+               for desc, diff_id in zip(state.layers, diff_ids))
 
 
 def _record(state, ins, env):

@@ -12,20 +12,45 @@ config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR), like `docke
 """
 import copy
 import json
+import shutil
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 from ctrkernel.errors import BuildError, InvalidArgument
-from ctrkernel.image import _buildstore as store_api
+from ctrkernel.image import default_store, get_image
 from ctrkernel.image import dockerfile as df
+from ctrkernel.image.extract import union_view
+from ctrkernel.image.image import create_image
+from ctrkernel.image.layers import layer_from_diff, layer_from_upper
+from ctrkernel.runtime.diff import MOUNT_POINTS as DIFF_MOUNT_POINTS
 
 CHANGEABLE = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME",
               "WORKDIR", "STOPSIGNAL")
+# The runtime makes these in an empty writable layer to mount /proc, /sys and /dev on: they
+# are not the command's changes (the same list `docker diff` leaves out).
+MOUNT_POINTS = tuple(m.strip("/") for m in DIFF_MOUNT_POINTS)
 
 
 def container_layer(container, store=None):
-    """Store what the container wrote as a layer; its descriptor, or None if it wrote nothing."""
-    store = store or store_api.default_store()
-    return store_api.layer_from_container(store, container)
+    """Store what the container wrote as a layer (a layers.Layer), or None if it wrote nothing."""
+    store = store or default_store()
+    if container.isolation["rootfs"] in ("overlayfs", "fuse-overlayfs"):
+        upper = Path(container.upper_dir)
+        skip = [m for m in MOUNT_POINTS if (upper / m).is_dir() and not (upper / m).is_symlink()
+                and not any((upper / m).iterdir())]
+        if not [e for e in upper.iterdir() if e.name not in skip]:
+            return None
+        return layer_from_upper(store, upper, skip=skip)
+    # A copied root (no overlay on this host): compare it with the union of the image's layers.
+    work = Path(tempfile.mkdtemp(prefix="commit-", dir=store.tmp))
+    try:
+        union = union_view(container.attrs["Layers"], work / "union")
+        rootfs = Path(container.dir) / "rootfs"
+        skip = [m for m in MOUNT_POINTS if not (union / m).exists()]
+        return layer_from_diff(store, union, rootfs, skip=skip)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def commit(container, repository=None, tag=None, message=None, author=None, changes=None,
@@ -35,32 +60,20 @@ def commit(container, repository=None, tag=None, message=None, author=None, chan
 
     if not isinstance(container, Container):
         container = get(container)
-    store = store or store_api.default_store()
-    base = store_api.load_base(store, container.attrs.get("ImageID") or container.image)
-    config = copy.deepcopy(base.config)
+    store = store or default_store()
+    base = get_image(container.attrs.get("ImageID") or container.image, store=store)
+    config = copy.deepcopy(base.config.get("config", {}))
     try:
-        _apply_changes(config.setdefault("config", {}), changes or [])
+        _apply_changes(config, changes or [])
     except BuildError as e:
         raise InvalidArgument(f"--change: {e.reason}") from None
     layer = container_layer(container, store)
-    layers = list(base.layers)
-    if layer is not None:
-        layers.append(layer)
-        config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(
-            layer["diff_id"])
     when = (created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    entry = {"created": when, "created_by": " ".join(container.command or [])}
-    if author:
-        entry["author"] = author
-        config["author"] = author
-    if message:
-        entry["comment"] = message
-    if layer is None:
-        entry["empty_layer"] = True
-    config.setdefault("history", []).append(entry)
-    config["created"] = when
-    ref = f"{repository}:{tag or 'latest'}" if repository else None
-    return store_api.save_image(store, config, layers, tag=ref)
+    entry = {"created_by": " ".join(container.command or []), "comment": message,
+             "author": author}
+    tags = [f"{repository}:{tag or 'latest'}"] if repository else []
+    return create_image(store, parent=base, steps=[(layer, entry)], config=config, tags=tags,
+                        created=when, author=author)
 
 
 def _apply_changes(config, changes):

@@ -70,14 +70,8 @@ def _is_gzip(path):
 
 def tree_bytes(root):
     """Bytes of regular files under root (each inode once), without following links."""
-    total, seen = 0, set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+    from ctrkernel.image.usage import tree_bytes as count
+    return count(root)
 
 
 def largest_paths(root, top=5, depth=2):
@@ -209,10 +203,8 @@ def _size(path):
 
 def human(n):
     """Bytes as Docker prints them (1.23MB: powers of 1000, as `docker images` does)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
-        n /= 1000
+    from ctrkernel.image.display import human_size
+    return human_size(n)
 
 
 # ------------------------------------------------------------------ layers by hand
@@ -221,85 +213,64 @@ def layer_from_change(before, after):
     """Store the change from directory `before` to `after` as a layer, as a build step would:
     added and changed files are copied, deleted ones become `.wh.` whiteouts.
 
-    Returns the layer descriptor (digest, size, diff_id) and the path of its gzip blob.
+    Returns a dict: the layer's digest, size (gzip bytes), diff_id, tar_size, entries, and the
+    path of its gzip blob.
     """
-    import shutil
-    import tempfile
+    from ctrkernel.image import default_store
+    from ctrkernel.image.layers import LayerWriter, layer_from_diff
 
-    from ctrkernel.image import _buildstore as store_api
-
-    stage = Path(tempfile.mkdtemp(prefix="ctrkernel-lesson-", dir=store_api.tmp_dir()))
-    try:
-        store_api._stage_changes(Path(before), Path(after), stage)
-        layer = store_api.layer_from_tree(store_api.default_store(), stage)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    layer["blob"] = str(store_api.blob_path(store_api.default_store(), layer["digest"]))
-    return layer
+    store = default_store()
+    layer = layer_from_diff(store, before, after)
+    if layer is None:  # nothing changed: an empty layer, as a step that changed nothing
+        with LayerWriter(store) as w:
+            pass
+        layer = w.layer
+    return {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+            "tar_size": layer.tar_size, "entries": layer.entries,
+            "blob": str(store.blob_path(layer.digest))}
 
 
 def union_view(layers, target):
     """Apply layers lowest first into target (whiteouts delete): what a container sees."""
-    from ctrkernel.image import _buildstore as store_api
-    from ctrkernel.runtime.rootfs import copy_layers
+    from ctrkernel.image import default_store
+    from ctrkernel.image.extract import union_view as merge
+    from ctrkernel.image.store import MT_LAYER_GZIP
 
-    dirs = [store_api.layer_dir(store_api.default_store(), layer) for layer in layers]
-    copy_layers([str(d) for d in dirs], target)
-    return Path(target)
+    store = default_store()
+    dirs = [store.layer_dir({"mediaType": MT_LAYER_GZIP, "digest": layer["digest"],
+                             "size": layer["size"]}, layer["diff_id"]) for layer in layers]
+    return merge(dirs, target)
 
 
 def image_from_layers(layers, cmd=None, tag=None, env=None):
-    """An image made of the given layers, with a minimal config (for the by-hand lessons)."""
-    from ctrkernel.image import _buildstore as store_api
+    """An image made of the given layers (from layer_from_change), with a minimal config."""
+    from ctrkernel.image import create_image, default_store
+    from ctrkernel.image.layers import Layer
 
-    steps = [{"created": "1970-01-01T00:00:00Z", "created_by": f"layer by hand {i + 1}"}
-             for i in range(len(layers))]
-    config = {"architecture": store_api.ARCH, "os": "linux",
-              "config": {"Env": env or ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                         "Cmd": cmd or ["sh"]},
-              "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in layers]},
-              "history": steps}
-    clean = [{k: v for k, v in l.items() if k != "blob"} for l in layers]
-    return store_api.save_image(store_api.default_store(), config, clean, tag=tag)
+    epoch = "1970-01-01T00:00:00Z"
+    steps = [(Layer(l["digest"], l["diff_id"], l["size"], l["tar_size"], l["entries"]),
+              {"created_by": f"layer by hand {i + 1}"}) for i, l in enumerate(layers)]
+    return create_image(default_store(), parent=None, steps=steps, created=epoch,
+                        tags=[tag] if tag else [],
+                        config={"Env": env or ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                                "Cmd": cmd or ["sh"]})
 
 
 def load(ref):
     """An image by tag or id, with its layers (the builtin ones are made on first use)."""
-    from ctrkernel.image import _buildstore as store_api
-    return store_api.load_base(store_api.default_store(), ref)
+    from ctrkernel.image import get_image
+    return get_image(ref)
 
 
 def history(image):
-    """`docker history` for an image: newest first; IMAGE is <missing> below the top, as for a
-    pulled image (the intermediate images are not kept)."""
-    from datetime import datetime, timezone
+    """`docker history` for an image, as rows for show_table: newest first; IMAGE is <missing>
+    below the top, as for a pulled image. Sizes are the layers' uncompressed tar bytes."""
+    from ctrkernel.image.display import ago, human_size
 
-    rows, layers = [], list(layer_rows(image))
-    now = datetime.now(timezone.utc)
-    for i, entry in enumerate(image.config.get("history", [])):
-        size = 0
-        if not entry.get("empty_layer") and layers:
-            size = layers.pop(0)["bytes"]
-        created = entry.get("created", "")
-        try:
-            when = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            ago = _ago((now - when).total_seconds())
-        except ValueError:
-            ago = created
-        rows.append({"IMAGE": "<missing>", "CREATED": ago, "CREATED BY": entry["created_by"],
-                     "SIZE": human(size), "COMMENT": entry.get("comment", "")})
-    rows.reverse()
-    if rows:
-        rows[0]["IMAGE"] = image.id.split(":")[1][:12]
-    return rows
-
-
-def _ago(seconds):
-    for unit, length in (("years", 365 * 86400), ("days", 86400), ("hours", 3600),
-                         ("minutes", 60)):
-        if seconds >= 2 * length:
-            return f"{int(seconds // length)} {unit} ago"
-    return "Less than a minute ago" if seconds < 60 else "About a minute ago"
+    return [{"IMAGE": row["id"] if row["id"] == "<missing>" else image.short_id,
+             "CREATED": ago(row["created"]), "CREATED BY": row["created_by"],
+             "SIZE": human_size(row["size"]), "COMMENT": row["comment"]}
+            for row in image.history()]
 
 
 def show_table(rows, width=60):
@@ -483,8 +454,8 @@ def base_image():
 
 def store_blobs():
     """How many blobs (layers, configs, manifests) the image store holds."""
-    from ctrkernel.image import _buildstore as store_api
-    return len(list((store_api._root(store_api.default_store()) / "blobs" / "sha256").iterdir()))
+    from ctrkernel.image import default_store
+    return len(list(default_store().blobs.iterdir()))
 
 
 def cache_report(log):

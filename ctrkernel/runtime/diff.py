@@ -15,7 +15,7 @@ MOUNT_POINTS = ("/proc", "/sys", "/dev")
 
 def is_opaque(path):
     """Whether overlayfs marked this upper directory opaque (its lower contents hidden)."""
-    for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
+    for name in ("trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"):
         try:
             if os.getxattr(path, name, follow_symlinks=False) == b"y":
                 return True

@@ -10,8 +10,6 @@ namespace. Three ways to give the container a writable root over read-only image
 - ``copy``: the layers copied once into the container's directory (slow, costs disk; reported).
 """
 import os
-import shutil
-import stat
 
 from ctrkernel import _libc
 from ctrkernel._libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
@@ -30,42 +28,10 @@ def choose_kind(report, rootless):
 
 
 def copy_layers(layer_dirs, target):
-    """Apply layers lowest first into target, honouring whiteouts (the `copy` fallback)."""
-    os.makedirs(target, exist_ok=True)
-    for layer in layer_dirs:
-        for dirpath, dirnames, filenames in os.walk(layer):
-            rel = os.path.relpath(dirpath, layer)
-            dest_dir = os.path.normpath(os.path.join(target, rel))
-            for name in list(filenames) + list(dirnames):
-                src = os.path.join(dirpath, name)
-                st = os.lstat(src)
-                if name.startswith(".wh.") or (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
-                    gone = name[4:] if name.startswith(".wh.") else name
-                    if gone == ".wh..opq":
-                        continue
-                    _remove(os.path.join(dest_dir, gone))
-            for name in dirnames:
-                os.makedirs(os.path.join(dest_dir, name), exist_ok=True)
-            for name in filenames:
-                src, dst = os.path.join(dirpath, name), os.path.join(dest_dir, name)
-                st = os.lstat(src)
-                if name.startswith(".wh.") or stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    continue
-                _remove(dst)
-                if stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(src), dst)
-                elif stat.S_ISREG(st.st_mode):
-                    shutil.copy2(src, dst)
-                else:
-                    continue  # device nodes cannot be made unprivileged; /dev is mounted anyway
-                os.lchown(dst, st.st_uid, st.st_gid) if os.geteuid() == 0 else None
-
-
-def _remove(path):
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
+    """Apply layers lowest first into target, honouring whiteouts and opaque directories in
+    both forms (the `copy` fallback). The union is the image store's: one implementation."""
+    from ctrkernel.image.extract import union_view
+    union_view(layer_dirs, target)
 
 
 def make_private():

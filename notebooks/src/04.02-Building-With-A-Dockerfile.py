@@ -40,7 +40,9 @@ from pathlib import Path
 work = Path(tempfile.mkdtemp(prefix="ch04-build-"))
 ctx = work / "app"
 L.make_tree(ctx, {"app/greet.sh": "#!/bin/sh\necho \"$GREETING from $(pwd) as uid $(id -u)\"\n",
-                  "app/VERSION": "1.0\n"})
+                  "app/VERSION": "1.0\n",
+                  # unique to this run, so that the cache below starts cold every time
+                  "app/CONTEXT": work.name + "\n"})
 (ctx / "Dockerfile").write_text(f"""\
 # A small application image
 FROM {base}
