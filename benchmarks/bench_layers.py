@@ -11,7 +11,7 @@ ours is measured at 6 too; ours is also shown at its default, 1 (layers.DEFAULT_
 `tar -I 'gzip -1'`. The GNU pipeline hashes only the compressed stream (`| sha256sum`); ours
 also hashes the uncompressed tar (the diff_id), which is extra work it is not excused from.
 
-    .venv/bin/python benchmarks/bench_layers.py [--files 10000] [--big-mb 200]
+    .venv/bin/python benchmarks/bench_layers.py [--files 10000] [--big-mb 200] [--dir /dev/shm]
 """
 import argparse
 import os
@@ -85,8 +85,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--big-mb", type=int, default=200)
+    parser.add_argument("--dir", default=None,
+                        help="where the trees, the store and the extractions go (default: the "
+                             "temp dir). Creating 10,000 files costs this machine's ext4 up to "
+                             "0.7 ms each in the kernel, for both tools alike; a tmpfs such as "
+                             "/dev/shm measures the tools' own work instead")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ctrkernel-bench-layers-"))
+    home = Path(tempfile.mkdtemp(prefix="ctrkernel-bench-layers-", dir=args.dir))
     os.environ["CTRKERNEL_HOME"] = str(home)
     from ctrkernel.image import Store, layer_from_dir
     from ctrkernel.image.extract import extract_layer

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import requires_isolation
 from ctrkernel.errors import DigestMismatch, ImageNotFound, LayerError
-from ctrkernel.image import (Store, changes, create_image, get_image, layer_from_diff,
-                             layer_from_dir)
+from ctrkernel.image import (LayerWriter, Store, changes, create_image, get_image,
+                             layer_from_diff, layer_from_dir)
 from ctrkernel.image.extract import apply_layer, extract_layer, union_view
 
 
@@ -86,6 +86,33 @@ def test_same_tree_gives_same_digest(store, tmp_path):
     first = layer_from_dir(store, a)
     os.utime(a / "z", (1, 1))
     assert layer_from_dir(store, a) == first
+
+
+@pytest.mark.parametrize("name,type_,mode,uid,size,link", [
+    ("etc/passwd", tarfile.REGTYPE, 0o644, 0, 123, ""),
+    ("usr/bin", tarfile.DIRTYPE, 0o1777, 5, 0, ""),
+    ("bin/sh", tarfile.SYMTYPE, 0o777, 1000, 0, "busybox"),
+    ("x" * 150, tarfile.REGTYPE, 0o4755, 0, 1, ""),            # tarfile adds a PAX header
+    ("café", tarfile.REGTYPE, 0o644, 0, 1, "")])                # tarfile adds a PAX header
+def test_layer_headers_are_exactly_what_tarfile_writes(store, name, type_, mode, uid, size, link):
+    """Headers are built by hand for speed: the bytes must stay those of tarfile's PAX format."""
+    with LayerWriter(store, mtime=1700000000) as w:
+        if type_ == tarfile.DIRTYPE:
+            w.add_dir(name, mode, uid, uid)
+        elif type_ == tarfile.SYMTYPE:
+            w.add_symlink(name, link, uid, uid)
+        else:
+            w.add_bytes(name, b"a" * size, mode, uid, uid)
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.uid, info.gid, info.size = type_, mode, uid, uid, size
+        info.mtime, info.linkname, info.uname, info.gname = 1700000000, link, "", ""
+        tar.addfile(info, io.BytesIO(b"a" * size))
+    ours = subprocess.run(["gzip", "-dc", str(store.blob_path(w.layer.digest))],
+                          capture_output=True, check=True).stdout
+    body = len(ours) - 1024                          # before the end-of-archive blocks
+    assert ours[:body] == expected.getvalue()[:body] and not ours[body:].strip(b"\0")
 
 
 def test_image_shares_parent_layers_and_rmi_gc(store, tmp_path):

@@ -334,9 +334,10 @@ def run_in_guest(script, timeout=120, share_host_root=True, memory_mb=512, **opt
 
     share_host_root=True: the host's root filesystem (only the / mount itself, not the mounts
     under it) is mounted read-only at /host, over virtiofs (virtiofsd, needs root on the host)
-    or 9p where the guest kernel has it. /host/proc, /host/sys, /host/dev, /host/tmp, /host/run
-    and /host/root are the guest's own (the last three writable tmpfs), so host programs run
-    with `chroot /host python3 -c ...` (set CTRKERNEL_HOME to a path under /tmp there).
+    or 9p where the guest kernel has it. /host/proc, /host/sys, /host/dev and /host/run are the
+    guest's own; /host/tmp and /host/root show the host's files with writes kept in the guest's
+    memory (an overlay), so host programs, even from a checkout in /tmp, run with
+    `chroot /host python3 -c ...` (set CTRKERNEL_HOME to a path under /tmp there).
 
     The script's stdout and stderr go to the serial console between "CTRKERNEL-BEGIN" and
     "CTRKERNEL-EXIT status=N" marker lines; then the guest powers off. Returns

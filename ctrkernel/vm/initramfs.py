@@ -67,8 +67,15 @@ if [ -n "$CTRKERNEL_HOSTROOT" ]; then
     fi
     # So that `chroot /host CMD` works: kernel filesystems and writable scratch space over the
     # read-only host tree (mount points in a read-only filesystem are fine).
-    for fs in proc:proc sysfs:sys devtmpfs:dev tmpfs:tmp tmpfs:run tmpfs:root; do
+    for fs in proc:proc sysfs:sys devtmpfs:dev tmpfs:run; do
         mount -t "${fs%%:*}" "${fs%%:*}" "/host/${fs##*:}" 2>/dev/null
+    done
+    # /tmp and /root become writable without hiding what the host has there (a checkout in
+    # /tmp or /root must stay visible): an overlay whose writes stay in the guest's memory.
+    for d in tmp root; do
+        mkdir -p "/tmp/.host-$d/upper" "/tmp/.host-$d/work"
+        mount -t overlay overlay -o "lowerdir=/host/$d,upperdir=/tmp/.host-$d/upper,workdir=/tmp/.host-$d/work" "/host/$d" 2>/dev/null \
+            || mount -t tmpfs tmpfs "/host/$d" 2>/dev/null
     done
     mount -t devpts devpts /host/dev/pts 2>/dev/null
 fi
