@@ -1,6 +1,5 @@
 """The command line: Docker-shaped verbs, help from docstrings, exit conventions."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -155,3 +155,33 @@ def test_system_df_counts_shared_layers_once(tmp_path):
 def test_unknown_flag_is_a_usage_error():
     done = cli("images", "--bogus")
     assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+
+
+def test_image_prune_removes_dangling_images_and_keeps_what_containers_use(tmp_path,
+                                                                          monkeypatch):
+    from ctrkernel.runtime import create
+    # A home of its own: `prune -a` empties the store of everything no container uses.
+    monkeypatch.setenv("CTRKERNEL_HOME", str(tmp_path / "home"))
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nRUN echo one > /v\n")
+    assert cli("build", "-q", "-t", "prunetest:1", str(tmp_path / "ctx")).returncode == 0
+    old = default_store().get("prunetest:1")
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nRUN echo two > /v\n")
+    assert cli("build", "-q", "-t", "prunetest:1", str(tmp_path / "ctx")).returncode == 0
+    assert default_store().get(old.id).tags == []              # the tag moved: old dangles
+    kept = create("prunetest:1", ["true"])                        # a container of the new one
+    try:
+        refused = cli("image", "prune")                           # no terminal, no -f
+        assert refused.returncode == 1 and "-f" in refused.stderr
+        done = cli("image", "prune", "-f")
+        assert done.returncode == 0, done.stderr
+        assert f"deleted: {old.id}" in done.stdout and "Total reclaimed space:" in done.stdout
+        ids = cli("images", "-a", "-q", "--no-trunc").stdout.split()
+        assert old.id not in ids and kept.attrs["ImageID"] in ids
+        assert "busybox" in cli("images").stdout                  # tagged: not dangling
+        done = cli("image", "prune", "-a", "-f")
+        assert done.returncode == 0, done.stderr
+        assert cli("images", "-q", "--no-trunc").stdout.split() == [kept.attrs["ImageID"]]
+        assert default_store().fsck() == []
+    finally:
+        kept.remove()

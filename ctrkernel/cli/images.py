@@ -9,7 +9,8 @@ import sys
 
 from ctrkernel.cli.containers import _table  # one table printer for every verb
 from ctrkernel.cli.registry import arg, verb
-from ctrkernel.errors import Conflict, CtrkernelError
+from ctrkernel.errors import CtrkernelError
+from ctrkernel.image import delete
 
 
 def _fail(message, daemon=True):
@@ -131,48 +132,6 @@ def history(args):
     return 0
 
 
-def _users(img):
-    """Containers (any state) made from this image, running ones first."""
-    from ctrkernel.runtime import list_containers
-    users = [c for c in list_containers(all=True) if c.attrs.get("ImageID") == img.id]
-    return sorted(users, key=lambda c: c.status not in ("running", "paused"))
-
-
-def _remove(reference, force):
-    """One `docker rmi` argument: its log lines, or Conflict/ImageNotFound."""
-    from ctrkernel.image import default_store, refs
-
-    store = default_store()
-    img = store.get(reference)
-    by_name = not refs.looks_like_id(reference) or reference in img.tags
-    name = refs.normalize(reference) if by_name else None
-    if by_name and len(img.tags) > 1:
-        return store.remove(reference)            # another tag keeps the image: untag only
-    users = _users(img)
-    if users:
-        running = [c for c in users if c.status in ("running", "paused")]
-        if by_name and not force:
-            raise Conflict(f'conflict: unable to remove repository reference "{reference}" '
-                           f"(must force) - container {users[0].short_id} is using its "
-                           f"referenced image {img.short_id}")
-        if not by_name and running:
-            raise Conflict(f"conflict: unable to delete {img.short_id} (cannot be forced) - "
-                           f"image is being used by running container {running[0].short_id}")
-        if not by_name and not force:
-            raise Conflict(f"conflict: unable to delete {img.short_id} (must be forced) - "
-                           f"image is being used by stopped container {users[0].short_id}")
-        # Forced: the name goes, the image stays (untagged) for the containers still made
-        # from it; deleting its layers would leave them unable to start again.
-        log = []
-        for tag in [name] if by_name else list(img.tags):
-            log += store.untag(tag)
-        return log
-    if not by_name and len(img.tags) > 1 and not force:
-        raise Conflict(f"conflict: unable to delete {img.short_id} (must be forced) - image "
-                       "is referenced in multiple repositories")
-    return store.remove(reference, force=force)
-
-
 @verb("rmi")
 @arg("images", metavar="IMAGE", nargs="+")
 @arg("-f", "--force", action="store_true", help="force removal of the image")
@@ -182,7 +141,7 @@ def rmi(args):
     status = 0
     for reference in args.images:
         try:
-            for entry in _remove(reference, args.force):
+            for entry in delete.remove(reference, args.force):
                 for key, value in entry.items():
                     print(f"{key}: {value}")
         except CtrkernelError as e:
@@ -224,6 +183,33 @@ def image_inspect(args):
             status = _fail(e, daemon=False)
     print(json.dumps(found, indent=4))
     return status
+
+
+@verb("prune", group="image")
+@arg("-a", "--all", action="store_true", help="remove all images no container was made from")
+@arg("-f", "--force", action="store_true", help="do not prompt for confirmation")
+def image_prune(args):
+    """Remove unused images: dangling ones (untagged), or with -a every image no container
+    was made from."""
+    from ctrkernel.image.display import human_size
+    if not args.force:
+        what = "all images without at least one container associated to them" if args.all \
+            else "all dangling images"
+        if not sys.stdin.isatty():
+            return _fail(f"this will remove {what}: give -f to confirm", daemon=False)
+        answer = input(f"WARNING! This will remove {what}.\nAre you sure you want to "
+                       "continue? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return 0
+    report = delete.prune(all=args.all)
+    if report["ImagesDeleted"]:
+        print("Deleted Images:")
+        for entry in report["ImagesDeleted"]:
+            for key, value in entry.items():
+                print(f"{key.lower()}: {value}")
+        print()
+    print(f"Total reclaimed space: {human_size(report['SpaceReclaimed'])}")
+    return 0
 
 
 def _alias(fn, name, group):

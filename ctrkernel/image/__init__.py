@@ -22,7 +22,7 @@ from ctrkernel.image.store import Store
 
 __all__ = ["Image", "Layer", "LayerWriter", "Store", "changes", "create_image", "default_store",
            "get_image", "images", "layer_from_diff", "layer_from_dir", "layer_from_upper",
-           "remove_image", "tag_image"]
+           "prune_images", "remove_image", "tag_image"]
 
 _stores = {}
 _lock = threading.Lock()
@@ -63,4 +63,12 @@ def tag_image(reference, new_tag, store=None):
 
 
 def remove_image(reference, force=False, store=None):
-    return (store or default_store()).remove(reference, force=force)
+    """`docker rmi`: refuses an image a container was made from unless forced (delete.py)."""
+    from ctrkernel.image import delete
+    return delete.remove(reference, force=force, store=store)
+
+
+def prune_images(all=False, store=None):
+    """`docker image prune [-a]`: {"ImagesDeleted": [...], "SpaceReclaimed": bytes}."""
+    from ctrkernel.image import delete
+    return delete.prune(all=all, store=store)
