@@ -29,14 +29,17 @@ import bz2
 import hashlib
 import lzma
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from pathlib import Path
 
 from ctrkernel.errors import DigestMismatch, LayerError
 from ctrkernel.image.layers import OPAQUE, WHITEOUT_PREFIX
+from ctrkernel.image.tarstream import TarReader
 
 _CHUNK = 1 << 20
 
@@ -72,31 +75,48 @@ class _CorruptStream(Exception):
 
 
 class _DecompressReader:
-    """Decompress a stream (several concatenated members allowed) on read()."""
+    """Decompress a stream (several concatenated members allowed) on read().
+
+    Output is produced in bounded steps (max_length): a highly compressible layer can expand
+    a 1 MB read a hundredfold, and a consumer waiting for its first bytes should not wait for
+    all of it (nor hold it all in memory)."""
 
     def __init__(self, raw, make):
         self.raw, self.buf, self.make = raw, b"", make
         self.pos = 0                         # buf[:pos] was already returned
         self.d = make()
+        self.pending = b""                   # compressed input not yet given to self.d
         self.eof = False
+
+    def _step(self, limit):
+        """Decompress up to `limit` more bytes into buf (reading input when the decompressor
+        needs it); False once the compressed stream is exhausted."""
+        d = self.d
+        tail = hasattr(d, "unconsumed_tail")                  # zlib keeps unread input outside
+        if not self.pending and (tail or d.needs_input or d.eof):
+            self.pending = self.raw.read(_CHUNK)
+            if not self.pending:
+                self.eof = True
+                if tail and not d.eof:
+                    self.buf += d.flush()
+                return False
+        if d.eof:                            # a second member follows the first
+            self.d = d = self.make()
+        try:
+            self.buf += d.decompress(self.pending, limit)
+        except (zlib.error, OSError, EOFError, lzma.LZMAError) as e:
+            raise _CorruptStream(str(e)) from None
+        if d.eof:        # what follows the member (zlib's unconsumed_tail is stale then)
+            self.pending = d.unused_data
+        else:
+            self.pending = d.unconsumed_tail if tail else b""
+        return True
 
     def read(self, n=-1):
         while not self.eof and (n < 0 or len(self.buf) - self.pos < n):
-            chunk = self.raw.read(_CHUNK)
             if self.pos:                     # drop what was returned before the buffer grows
                 self.buf, self.pos = self.buf[self.pos:], 0
-            if not chunk:
-                self.buf += self.d.flush() if hasattr(self.d, "flush") else b""
-                self.eof = True
-                break
-            try:
-                self.buf += self.d.decompress(chunk)
-                while self.d.eof and self.d.unused_data:      # a second member
-                    rest = self.d.unused_data
-                    self.d = self.make()
-                    self.buf += self.d.decompress(rest)
-            except (zlib.error, OSError, EOFError, lzma.LZMAError) as e:
-                raise _CorruptStream(str(e)) from None
+            self._step(_CHUNK if n < 0 else max(n - len(self.buf), 1 << 16))
         if n < 0:
             data, self.buf, self.pos = self.buf[self.pos:], b"", 0
         else:
@@ -105,6 +125,64 @@ class _DecompressReader:
             data = self.buf[self.pos:self.pos + n]
             self.pos += len(data)
         return data
+
+
+class _ReadAhead:
+    """Reads a stream ahead in a second thread: reading the blob, hashing it, decompressing
+    and hashing the tar are C calls that release the GIL, so they overlap with the unpacking
+    (as GNU tar's separate gzip process does), which otherwise waits for them on every chunk.
+    Errors raised by the stream come out of read(), in order."""
+
+    _AHEAD = 4                               # chunks in flight: bounds the memory used
+
+    def __init__(self, stream):
+        self.queue = queue.Queue(self._AHEAD)
+        self.stopping = threading.Event()
+        self.chunk, self.pos, self.done = b"", 0, False
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True,
+                                       name="ctrkernel-layer-readahead")
+        self.thread.start()
+
+    def _run(self, stream):
+        try:
+            while True:
+                data = stream.read(_CHUNK)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as e:          # handed to the reader, raised there
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def read(self, n=-1):
+        if n < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        if self.pos >= len(self.chunk):
+            if self.done:
+                return b""
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            self.chunk, self.pos = item, 0
+            if not item:
+                self.done = True
+                return b""
+        data = self.chunk[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def close(self):
+        """Stop the thread (it finishes the read it is in) and wait for it: nothing is left."""
+        self.stopping.set()
+        self.thread.join()
 
 
 def open_layer_stream(raw):
@@ -137,26 +215,54 @@ def _am_root():
     return os.geteuid() == 0
 
 
+_DIR, _REG, _LNK, _SYM = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
+_CHR, _BLK, _FIFO = tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE
+_DEVICES = (_CHR, _BLK)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class _Unpacker:
-    """Unpack one tar stream into `root`, entry by entry, refusing anything unsafe."""
+    """Unpack one tar stream into `root`, entry by entry, refusing anything unsafe.
+
+    Paths here are plain strings joined with "/": for layers of many small files, pathlib's
+    parsing on every entry showed in the profile."""
 
     def __init__(self, root, whiteouts):
-        self.root = Path(root)
+        self.root = os.fspath(root)
         self.whiteouts = whiteouts           # "overlay" | "oci" | "apply"
         self.dirs = {""}                     # relative paths known to be real directories
         self.added = set()                   # paths this layer created (kept by opaque dirs)
         self.deferred = []                   # directory metadata, set last (children first)
         self.root_user = _am_root()
+        # Regular files are created relative to the root's descriptor: a shorter path walk
+        # per file than the absolute path (what GNU tar does too).
+        self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Syscalls we can skip per file, when they would change nothing: fchmod when the
+        # mode given to open() survives the umask; fchown when the entry's owner is who we are
+        # and no setgid directory (which hands its group down) is in play: a fresh tree only.
+        self.umask = _umask()
+        st = os.fstat(self.fd)
+        fresh = whiteouts != "apply" and not st.st_mode & stat.S_ISGID
+        self.owner = (os.geteuid(), os.getegid()) if fresh else (-1, -1)
+
+    def close(self):
+        os.close(self.fd)
+
+    def path(self, rel):
+        return f"{self.root}/{rel}" if rel else self.root
 
     # -- checks ---------------------------------------------------------------------------
     @staticmethod
     def clean_name(name):
         if name.startswith("/"):
             raise LayerError(name, "absolute path")
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise LayerError(name, "path contains '..'")
-        return "/".join(parts)
+        parts = name.split("/")
+        if "" in parts or "." in parts or ".." in parts:   # rare: "./x", "d/", "a//b", ".."
+            parts = [p for p in parts if p not in ("", ".")]
+            if ".." in parts:
+                raise LayerError(name, "path contains '..'")
+            return "/".join(parts)
+        return name
 
     def safe_parent(self, rel, entry):
         """Make sure every parent of rel is a real directory inside root (create missing ones)."""
@@ -168,7 +274,7 @@ class _Unpacker:
             sofar = f"{sofar}/{part}" if sofar else part
             if sofar in self.dirs:
                 continue
-            path = self.root / sofar
+            path = self.path(sofar)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -187,7 +293,7 @@ class _Unpacker:
         self.dirs = {d for d in self.dirs if d != rel and not d.startswith(rel + "/")}
 
     def remove_existing(self, rel):
-        path = self.root / rel
+        path = self.path(rel)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -201,17 +307,24 @@ class _Unpacker:
 
     # -- entries --------------------------------------------------------------------------
     def entry(self, member, tar):
+        """One TarEntry (tarstream.py); `tar` is its TarReader, to read a file's data."""
         rel = self.clean_name(member.name)
+        kind = member.type
         if not rel:                           # "./": the root directory's own metadata
-            if member.isdir():
+            if kind == _DIR:
                 self.deferred.append(("", member))
             return
-        self.safe_parent(rel, member.name)
         parent, _, base = rel.rpartition("/")
+        if parent not in self.dirs:
+            self.safe_parent(rel, member.name)
         if base.startswith(WHITEOUT_PREFIX) and self.whiteout(rel, parent, base, member):
             return
-        path = self.root / rel
-        if member.isdir():
+        if kind == _REG:
+            self.added.add(rel)
+            self.write_file(rel, member, tar)
+            return
+        path = self.path(rel)
+        if kind == _DIR:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -224,35 +337,39 @@ class _Unpacker:
             self.added.add(rel)
             self.deferred.append((rel, member))
             return
-        if member.islnk():
+        if kind == _LNK:
             target = self.hardlink_target(member)
-        if member.issym():
+        elif kind == _SYM:
             self.check_symlink(rel, member)
-        if (member.ischr() or member.isblk()) and not self.root_user:
-            raise LayerError(member.name, "device node, and we are not root")
-        if not (member.isreg() or member.islnk() or member.issym() or member.ischr()
-                or member.isblk() or member.isfifo()):
-            raise LayerError(member.name, f"unsupported entry type {member.type!r}")
+        elif kind in _DEVICES:
+            if not self.root_user:
+                raise LayerError(member.name, "device node, and we are not root")
+        elif kind != _FIFO:
+            raise LayerError(member.name, f"unsupported entry type {kind!r}")
         self.remove_existing(rel)
         self.added.add(rel)
-        if member.isreg():
-            self.write_file(path, member, tar)
-        elif member.islnk():
+        if kind == _LNK:
             os.link(target, path, follow_symlinks=False)
             return
-        elif member.issym():
+        if kind == _SYM:
             os.symlink(member.linkname, path)
-        elif member.isfifo():
+            if self.root_user:
+                os.lchown(path, member.uid, member.gid)
+            return
+        if kind == _FIFO:
             os.mkfifo(path, 0o600)
         else:
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))
-        self.set_meta(path, member, symlink=member.issym())
+            dev = stat.S_IFCHR if kind == _CHR else stat.S_IFBLK
+            os.mknod(path, dev | 0o600, os.makedev(member.devmajor, member.devminor))
+        if self.root_user:
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        os.chmod(path, member.mode & 0o7777, follow_symlinks=False)
+        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
     def whiteout(self, rel, parent, base, member):
         """Handle a .wh. entry; True when it was one."""
         if base == OPAQUE:
-            pdir = self.root / parent
+            pdir = self.path(parent)
             if self.whiteouts == "apply":
                 for child in os.listdir(pdir):
                     crel = f"{parent}/{child}" if parent else child
@@ -272,7 +389,7 @@ class _Unpacker:
         elif self.whiteouts == "overlay":
             self.remove_existing(grel)
             try:
-                os.mknod(self.root / grel, stat.S_IFCHR | 0o000, 0)
+                os.mknod(self.path(grel), stat.S_IFCHR | 0o000, 0)
             except PermissionError:        # a kernel older than 5.8, unprivileged
                 self.plain_marker(rel)
         else:
@@ -290,7 +407,7 @@ class _Unpacker:
 
     def plain_marker(self, rel):
         self.remove_existing(rel)
-        fd = os.open(self.root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(self.path(rel), _NEW_FILE, 0o600)
         os.close(fd)
 
     def hardlink_target(self, member):
@@ -299,10 +416,10 @@ class _Unpacker:
             raise LayerError(member.name, f"hard link to {member.linkname!r}, which this layer "
                                           "did not unpack (possibly outside the root)")
         self.safe_parent(target, member.name)
-        st = os.lstat(self.root / target)
+        st = os.lstat(self.path(target))
         if stat.S_ISDIR(st.st_mode):
             raise LayerError(member.name, "hard link to a directory")
-        return self.root / target
+        return self.path(target)
 
     def check_symlink(self, rel, member):
         target = member.linkname
@@ -320,39 +437,43 @@ class _Unpacker:
             elif part not in ("", "."):
                 depth += 1
 
-    def write_file(self, path, member, tar):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+    def write_file(self, rel, member, tar):
+        mode = member.mode & 0o7777
+        # open() can give the final mode when the umask leaves it whole (no fchmod then)
+        direct = self.umask is not None and not mode & (0o7000 | self.umask)
+        create = mode if direct else 0o600
         try:
-            src = tar.extractfile(member)
-            remaining = member.size
-            while remaining:
-                chunk = src.read(min(_CHUNK, remaining))
-                if not chunk:
-                    raise LayerError(member.name, "truncated file data")
-                os.write(fd, chunk) if len(chunk) < 65536 else _write_all(fd, chunk)
-                remaining -= len(chunk)
-            if self.root_user:
+            fd = os.open(rel, _NEW_FILE, create, dir_fd=self.fd)
+        except FileExistsError:
+            # replacing something (an earlier entry, or the tree apply_layer writes onto):
+            # trying first spares the common case, a new file, an lstat per entry.
+            # O_EXCL never follows a symlink there, and the new file replaces it.
+            self.remove_existing(rel)
+            fd = os.open(rel, _NEW_FILE, create, dir_fd=self.fd)
+        try:
+            size = member.size
+            if size:
+                if size <= _CHUNK:                       # the usual case: one read, one write
+                    data = tar.read(size)
+                    os.write(fd, data) if len(data) < 65536 else _write_all(fd, data)
+                    size -= len(data)
+                while size:
+                    chunk = tar.read(min(_CHUNK, size))  # raises LayerError if truncated
+                    _write_all(fd, chunk)
+                    size -= len(chunk)
+            if self.root_user and (member.uid != self.owner[0] or member.gid != self.owner[1]):
                 os.fchown(fd, member.uid, member.gid)
-            os.fchmod(fd, member.mode & 0o7777)
+            if not direct:
+                os.fchmod(fd, mode)
+            # through the descriptor: one path lookup fewer per file
+            os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
-
-    def set_meta(self, path, member, symlink=False):
-        if symlink:
-            if self.root_user:
-                os.lchown(path, member.uid, member.gid)
-            return
-        if not member.isreg():
-            if self.root_user:
-                os.chown(path, member.uid, member.gid, follow_symlinks=False)
-            os.chmod(path, member.mode & 0o7777, follow_symlinks=False)
-        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
     def finish(self):
         # deepest first, so a read-only directory is closed only after its children are in
         for rel, member in sorted(self.deferred, key=lambda d: d[0].count("/"), reverse=True):
-            path = self.root / rel
+            path = self.path(rel)
             if rel not in self.dirs and rel != "":
                 continue                                     # later replaced by a non-dir
             if self.root_user:
@@ -361,7 +482,20 @@ class _Unpacker:
             os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
         for rel in self.dirs - {d for d, _ in self.deferred}:
             if rel:                                          # implicit parents: 0755
-                os.chmod(self.root / rel, 0o755)
+                os.chmod(self.path(rel), 0o755)
+
+
+def _umask():
+    """The process umask, read without changing it (os.umask would, for every thread);
+    None where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _write_all(fd, data):
@@ -383,15 +517,20 @@ def _rmtree(path):
 
 def _unpack(fileobj, root, whiteouts, digest=None, diff_id=None, name="layer"):
     tar_stream, outer, inner = open_layer_stream(fileobj)
-    unpacker = _Unpacker(root, whiteouts)
+    ahead = _ReadAhead(tar_stream)
     try:
-        with tarfile.open(fileobj=tar_stream, mode="r|", errorlevel=2) as tar:
+        unpacker = _Unpacker(root, whiteouts)
+        try:
+            tar = TarReader(ahead, name)
             for member in tar:
                 unpacker.entry(member, tar)
-    except tarfile.TarError as e:
-        raise LayerError(name, f"not a valid tar stream ({e})") from None
+            ahead.read()                         # the rest (after the end blocks) is hashed too
+        finally:
+            unpacker.close()
     except _CorruptStream as e:
         raise LayerError(name, f"not a valid compressed stream ({e})") from None
+    finally:
+        ahead.close()
     inner.drain()
     outer.drain()
     if digest and outer.digest != digest:
