@@ -185,3 +185,43 @@ def test_image_prune_removes_dangling_images_and_keeps_what_containers_use(tmp_p
         assert default_store().fsck() == []
     finally:
         kept.remove()
+
+
+def test_images_filters_as_docker_applies_them(tmp_path):
+    """dangling, label, reference, before/since: each keeps what Docker's would, and an
+    unknown filter is refused rather than ignored."""
+    from ctrkernel.image import images
+    ids = {}
+    for step, (tag, label) in enumerate([("filt:old", "a"), ("filt:new", "b"),
+                                         ("filt:new", "c")]):
+        ctx = tmp_path / str(step)
+        ctx.mkdir()
+        (ctx / "f").write_text(f"{step}\n")
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nLABEL tier={label}\nCOPY f /f\n")
+        done = cli("build", "-q", "-t", tag, str(ctx))
+        assert done.returncode == 0, done.stderr
+        ids[label] = done.stdout.strip()
+    # the second filt:new build took the tag from the first: that image is now dangling
+    dangling = cli("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split()
+    assert ids["b"] in dangling and ids["a"] not in dangling and ids["c"] not in dangling
+    tagged = cli("images", "-q", "--no-trunc", "-f", "dangling=false").stdout.split()
+    assert ids["c"] in tagged and ids["b"] not in tagged
+    assert cli("images", "-q", "--no-trunc", "-f", "label=tier=c").stdout.split() == [ids["c"]]
+    # label=KEY alone: any value; two label filters must both match
+    with_tier = cli("images", "-q", "--no-trunc", "-f", "label=tier").stdout.split()
+    assert {ids["a"], ids["b"], ids["c"]} <= set(with_tier)
+    assert cli("images", "-q", "-f", "label=tier", "-f", "label=tier=zzz").stdout == ""
+    rows = rows_of(cli("images", "-f", "reference=fil*:old").stdout)
+    assert [r[:2] for r in rows] == [["filt", "old"]]
+    assert cli("images", "-q", "--no-trunc", "-f", "since=filt:old", "-f",
+               "reference=filt").stdout.split() == [ids["c"]]
+    assert cli("images", "-q", "--no-trunc", "-f", "before=filt:new", "-f",
+               "reference=filt*").stdout.split() == [ids["a"]]
+    # the core takes docker-py's filters dict (single values, booleans) directly
+    assert [i.id for i in images(filters={"label": "tier=c"})] == [ids["c"]]
+    assert ids["b"] in [i.id for i in images(filters={"dangling": True})]
+    for bad, message in [("colour=red", "invalid filter 'colour'"),
+                         ("dangling=maybe", "dangling=maybe"), ("nonsense", "bad format"),
+                         ("since=no-such-image:1", "no such image")]:
+        done = cli("images", "-f", bad)
+        assert done.returncode == 1 and message in done.stderr.lower(), (bad, done.stderr)

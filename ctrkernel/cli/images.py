@@ -57,14 +57,22 @@ def _rows(images, repository=None):
      help="show all images (default hides intermediate build steps)")
 @arg("-q", "--quiet", action="store_true", help="only show image IDs")
 @arg("--no-trunc", action="store_true", help="do not truncate output")
+@arg("-f", "--filter", action="append", default=[], metavar="FILTER",
+     help="name=value: dangling=true|false, label=KEY[=VALUE], reference=PATTERN, "
+          "before=IMAGE, since=IMAGE, until=TIME|DURATION (repeatable)")
 @arg("--format", default=None, choices=["table", "json"],
      help="json: one JSON object per line (Docker's keys)")
 def images(args):
     """List images: one row per tag; untagged images as <none>."""
     from ctrkernel.image import images as all_images
+    from ctrkernel.image import filters
     from ctrkernel.image.display import ago, human_size
 
-    rows = list(_rows(all_images(all=args.all), args.repository))
+    try:
+        found = all_images(all=args.all, filters=filters.parse_cli(args.filter))
+    except CtrkernelError as e:
+        return _fail(e)
+    rows = list(_rows(found, args.repository))
     if args.quiet:
         seen = []
         for img, _ in rows:   # docker -q prints each image once

@@ -54,8 +54,15 @@ def get_image(reference, store=None) -> Image:
         raise
 
 
-def images(all=False, store=None):
-    return (store or default_store()).images(all=all)
+def images(all=False, filters=None, store=None):
+    """Images, newest first; `filters` as the Engine API's (dangling, label, before, since,
+    reference, until: image/filters.py)."""
+    store = store or default_store()
+    found = store.images(all=all)
+    if filters:
+        from ctrkernel.image import filters as image_filters
+        found = image_filters.apply(found, filters, store=store)
+    return found
 
 
 def tag_image(reference, new_tag, store=None):
