@@ -137,13 +137,52 @@ def test_a_failing_run_names_the_line_its_exit_code_and_keeps_the_log(tmp_path):
         get_image("broken:1")  # nothing tagged for a failed build
 
 
-def test_a_malformed_dockerfile_fails_before_any_step(tmp_path):
-    context = make_context(tmp_path, BASE + 'RUN echo hi\nCMD ["sh", "-c" "echo"\n')
+@pytest.mark.parametrize("dockerfile, line, message", [
+    (BASE + 'RUN echo hi\nCMD ["sh", "-c" "echo"\n', 6, "invalid JSON"),
+    (BASE + "RUN echo hi\nWORKDIR ${A\n", 6, "bad substitution"),
+    (BASE + "RUN echo hi\nUSER ${A\n", 6, "bad substitution"),
+    (BASE + "RUN echo hi\nEXPOSE 80 ${P\n", 6, "bad substitution"),
+    (BASE + "RUN echo hi\nSHELL /bin/bash\n", 6, "JSON (exec) form"),
+    ("ARG X=scratch\nFROM ${X\nCOPY busybox /bin/busybox\n", 2, "bad substitution"),
+    # A trailing continuation at the very end must not silently drop the last instruction.
+    (BASE + "RUN echo hi\nRUN echo a \\", 6, "ends inside"),
+    (BASE + "RUN echo hi \\\n  && echo there \\\n# only a comment follows\n", 5, "ends inside"),
+], ids=["json", "workdir", "user", "expose", "shell", "from", "eof-continuation",
+        "continuation-then-comment"])
+def test_a_malformed_dockerfile_fails_before_any_step(tmp_path, dockerfile, line, message):
+    context = make_context(tmp_path, dockerfile)
     before = blobs()
     with pytest.raises(BuildError) as caught:
-        Builder(context)
-    assert caught.value.line == 6 and "invalid JSON" in str(caught.value)
+        Builder(context)  # parsing happens here, before the first step could run
+    assert caught.value.line == line and message in str(caught.value)
+    assert f"line {line}" in str(caught.value)
     assert blobs() == before
+
+
+def test_entrypoint_keeps_a_cmd_set_before_it_but_resets_an_inherited_one(tmp_path):
+    """Docker's rule: ENTRYPOINT clears CMD only when CMD came from the base image."""
+    parent, _ = build(make_context(tmp_path / "parent", 'FROM scratch\nCOPY busybox /bin/busybox\n'
+                                   'CMD ["hello"]\nENTRYPOINT ["/bin/busybox", "echo"]\n'),
+                      tag="ep-parent:1")
+    assert parent.config["config"]["Cmd"] == ["hello"]
+    assert parent.config["config"]["Entrypoint"] == ["/bin/busybox", "echo"]
+    child, _ = build(make_context(tmp_path / "child", 'FROM ep-parent:1\n'
+                                  'ENTRYPOINT ["/bin/busybox", "echo", "child"]\n'),
+                     tag="ep-child:1")
+    assert child.config["config"].get("Cmd") is None  # the inherited ["hello"] is gone
+    from conftest import host
+    if host().isolation not in ("full", "rootless"):
+        return  # no containers on this host: the configs above are what Docker would store
+    assert run_image(parent) == (0, "hello\n")
+    assert run_image(child) == (0, "child\n")
+
+
+def test_commit_changes_with_an_empty_exec_form_clear_the_setting():
+    from ctrkernel.image.commit import _apply_changes
+
+    config = {"Entrypoint": ["/bin/echo"], "Cmd": ["hi"]}
+    out = _apply_changes(config, ["ENTRYPOINT []", "CMD []", "VOLUME []"])
+    assert out["Entrypoint"] == [] and out["Cmd"] == [] and out.get("Volumes", {}) == {}
 
 
 @pytest.mark.parametrize("source", ["../secret.txt", "link-out", "/etc/../../secret.txt"])
@@ -279,21 +318,25 @@ def test_an_interrupted_build_leaves_no_image_under_its_name(tmp_path):
 def test_cli_commit_with_a_change_and_a_message(tmp_path):
     from ctrkernel.runtime import create
 
-    base, _ = build(make_context(tmp_path, BASE), tag="cli-commit-base:1")
-    c = create(base, ["sh", "-c", "echo x > /x"], name="ctrkernel-test-commit")
+    # The base has an ENTRYPOINT, which the commit clears with `-c 'ENTRYPOINT []'`.
+    base, _ = build(make_context(tmp_path, BASE + 'ENTRYPOINT ["/bin/echo", "base says"]\n'),
+                    tag="cli-commit-base:1")
+    c = create(base, ["sh", "-c", "echo x > /x"], entrypoint=[], name="ctrkernel-test-commit")
     try:
         c.start()
         c.wait()
         done = subprocess.run([sys.executable, "-m", "ctrkernel", "commit", "-m", "by cli",
-                               "-c", "CMD [\"cat\", \"/x\"]", c.name, "clicommit:v2"],
-                              capture_output=True, text=True)
+                               "-c", "ENTRYPOINT []", "-c", "CMD [\"cat\", \"/x\"]", c.name,
+                               "clicommit:v2"], capture_output=True, text=True)
     finally:
         c.remove(force=True)
     assert done.returncode == 0, done.stderr
     image = get_image("clicommit:v2")
     assert image.id == done.stdout.strip()
     assert image.config["config"]["Cmd"] == ["cat", "/x"]
+    assert image.config["config"]["Entrypoint"] == []
     assert image.config["history"][-1]["comment"] == "by cli"
+    assert run_image(image) == (0, "x\n")  # cat runs itself, not under the old entrypoint
 
 
 def test_dockerignore_keeps_files_out_of_the_layer_and_out_of_the_cache_key(tmp_path):

@@ -113,10 +113,36 @@ def test_cgroup_is_removed_with_the_container():
 
 @pytest.mark.parametrize("bad", [dict(mem_limit="12zb"), dict(mem_limit="1m"),
                                  dict(mem_limit="-5m"), dict(pids_limit=-3),
-                                 dict(cpus="999")])
+                                 dict(cpus="999"), dict(pids_limit="99999999999999999999"),
+                                 dict(cpu_quota="99999999999999999999"),
+                                 dict(mem_limit="99999999999999999999")])
 def test_impossible_limits_fail_before_anything_starts(bad):
+    before = set(cgroup_manager().list_ids())
     with pytest.raises(InvalidArgument):
-        Resources.from_docker(**bad)
+        run("busybox", ["true"], detach=True, resources=Resources.from_docker(**bad))
+    assert set(cgroup_manager().list_ids()) == before      # no group was made
+
+
+def test_update_checks_the_merged_limits_and_changes_nothing_when_refused():
+    with_memory = run("busybox", ["sleep", "60"], detach=True,
+                      resources=Resources.from_docker(mem_limit="32m", cpus="0.5"))
+    bare = run("busybox", ["sleep", "60"], detach=True)
+    try:
+        with_memory.update(memswap_limit="64m")          # swap alone, memory already set
+        stats = with_memory.cgroup.stats()
+        assert (stats.memory_limit, stats.swap_limit) == (32 << 20, 32 << 20)
+        assert with_memory.attrs["Resources"]["memory_swap"] == 64 << 20
+        with pytest.raises(InvalidArgument, match="needs a memory limit"):
+            bare.update(memswap_limit="64m")
+        with pytest.raises(InvalidArgument, match="NanoCPUs has already been set"):
+            with_memory.update(cpu_period=50000)
+        assert with_memory.cgroup.stats().cpu_quota_us == 50000      # --cpus 0.5 kept
+        assert with_memory.attrs["Resources"]["nano_cpus"] == 500_000_000
+        with pytest.raises(InvalidArgument, match="--pids-limit"):
+            with_memory.update(pids_limit="99999999999999999999")
+    finally:
+        with_memory.remove(force=True)
+        bare.remove(force=True)
 
 
 def test_pause_unpause_and_update_from_the_command_line():
@@ -140,5 +166,10 @@ def test_pause_unpause_and_update_from_the_command_line():
         assert cli("update", "-m", "64m", "--pids-limit", "30", "cli-limits").returncode == 0
         stats = c.cgroup.stats()
         assert (stats.memory_limit, stats.pids_limit) == (64 << 20, 30)
+        assert cli("update", "--memory-swap", "256m", "cli-limits").returncode == 0
+        assert c.cgroup.stats().swap_limit == 192 << 20
+        huge = cli("update", "--pids-limit", "99999999999999999999", "cli-limits")
+        assert huge.returncode == 1 and "--pids-limit" in huge.stderr
+        assert c.cgroup.stats().pids_limit == 30
     finally:
         c.remove(force=True)

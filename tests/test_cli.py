@@ -39,3 +39,19 @@ def test_unknown_verb_is_a_usage_error(capsys):
     except SystemExit as e:
         assert e.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_run_on_a_binder_like_host_says_what_it_could_not_isolate(unprivileged_home):
+    """Never pretend: without namespaces `--hostname` cannot take effect, and the command line
+    says so (and that nothing is isolated) on stderr, while the command still runs."""
+    from conftest import binder_sim
+    done = binder_sim([sys.executable, "-m", "ctrkernel", "run", "--rm", "--hostname",
+                       "learner", "busybox", "hostname"],
+                      env={"CTRKERNEL_HOME": str(unprivileged_home)})
+    if "proot" in done.stderr and done.returncode == 125:
+        import pytest
+        pytest.skip("no proot here: nothing runs without namespaces")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() != "learner"
+    assert "WARNING: hostname 'learner' not set" in done.stderr
+    assert "WARNING: no namespaces" in done.stderr

@@ -154,7 +154,7 @@ def test_system_df_counts_shared_layers_once(tmp_path):
 
 def test_unknown_flag_is_a_usage_error():
     done = cli("images", "--bogus")
-    assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+    assert done.returncode == 125 and "unrecognized arguments" in done.stderr
 
 
 def test_image_prune_removes_dangling_images_and_keeps_what_containers_use(tmp_path,
@@ -225,3 +225,30 @@ def test_images_filters_as_docker_applies_them(tmp_path):
                          ("since=no-such-image:1", "no such image")]:
         done = cli("images", "-f", bad)
         assert done.returncode == 1 and message in done.stderr.lower(), (bad, done.stderr)
+
+
+def test_image_fsck_reports_a_missing_and_a_corrupt_blob(tmp_path):
+    """`image fsck` is what "run fsck" in a digest error points to: it names each bad blob
+    and exits 1; a sound store exits 0."""
+    env = dict(os.environ, CTRKERNEL_HOME=str(tmp_path / "home"))
+
+    def fsck(*flags):
+        return subprocess.run([sys.executable, "-m", "ctrkernel", "image", "fsck", *flags],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    assert subprocess.run([sys.executable, "-m", "ctrkernel", "history", "busybox"], env=env,
+                          capture_output=True, timeout=120).returncode == 0
+    sound = fsck()
+    assert sound.returncode == 0 and "sound" in sound.stdout, sound.stderr
+    from ctrkernel.image import Store
+    store = Store(tmp_path / "home" / "images")
+    img = store.get("busybox")
+    layer = store.blob_path(img.layers[0]["digest"])
+    layer.write_bytes(layer.read_bytes()[:-1] + b"x")
+    store.blob_path(img.id).unlink()                     # the config
+    done = fsck("--format", "json")
+    assert done.returncode == 1
+    found = {p["digest"]: p["problem"] for p in json.loads(done.stdout)}
+    assert set(found) == {img.layers[0]["digest"], img.id}, found
+    table = fsck()
+    assert table.returncode == 1 and img.id[:19] in table.stdout

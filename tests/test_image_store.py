@@ -246,3 +246,18 @@ def test_python_builtin_runs_python_in_a_container():
         assert c.logs(stdout=True, stderr=True) == b"4 True\n"
     finally:
         c.remove(force=True)
+
+
+def test_a_host_with_a_dynamic_busybox_gets_a_clear_error(tmp_path):
+    """A fresh store on a host whose busybox is dynamically linked (here: /bin/ls on PATH as
+    `busybox`): the busybox image is refused naming busybox-static, rather than made and then
+    failing every command with 127 ("sh: not found")."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(shutil.which("ls"), bindir / "busybox")
+    env = dict(os.environ, CTRKERNEL_HOME=str(tmp_path / "home"), PATH=str(bindir))
+    done = subprocess.run([sys.executable, "-m", "ctrkernel", "history", "busybox"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "busybox-static" in done.stderr and "dynamically linked" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -3,11 +3,13 @@
 Flags and exit statuses follow `docker`: 125 when ctrkernel fails, 126 when the command cannot
 be invoked, 127 when it is not found, otherwise the container's own status.
 """
+import functools
 import os
 import sys
 import time
 
 from ctrkernel.cli.registry import arg, verb
+from ctrkernel.errors import CtrkernelError
 
 try:  # the cgroup flags (--memory, --cpus, --pids-limit...) where that module is installed
     from ctrkernel.cli.resource_flags import RESOURCE_ARGS, resources_from_args
@@ -43,14 +45,41 @@ def _create(args, auto_remove=False):
         key, eq, value = item.partition("=")
         env[key] = value if eq else os.environ.get(key, "")
     resources = resources_from_args(args) if resources_from_args else None
-    return create(args.image, args.command or None, name=args.name, env=env,
+    container = create(args.image, args.command or None, name=args.name, env=env,
                   workdir=args.workdir, user=args.user, hostname=args.hostname,
                   network=args.network, ports=list(args.publish), resources=resources,
-                  entrypoint=[args.entrypoint] if args.entrypoint else None,
-                  auto_remove=auto_remove)
+                  entrypoint=_entrypoint(args.entrypoint), auto_remove=auto_remove)
+    # Never pretend: whatever this host could not isolate or enforce is said at once, on
+    # stderr as Docker's own warnings are, not only in `inspect` afterwards.
+    for note in container.isolation.get("notes", []):
+        print(f"WARNING: {note}", file=sys.stderr)
+    return container
+
+
+def _entrypoint(flag):
+    """--entrypoint as create() takes it: unset keeps the image's, "" clears it (as Docker)."""
+    if flag is None:
+        return None
+    return [flag] if flag else []
+
+
+def _engine_failure_is_125(fn):
+    """`docker run`/`create` exit 125 whenever the engine fails, a missing image or a name in
+    use included (other verbs exit 1 for those); 126 and 127 stay: they are about the
+    container's command, not ctrkernel."""
+    @functools.wraps(fn)
+    def wrapped(args):
+        try:
+            return fn(args)
+        except CtrkernelError as e:
+            if e.exit_status not in (126, 127):
+                e.exit_status = 125
+            raise
+    return wrapped
 
 
 @verb("run")
+@_engine_failure_is_125
 @arg("-d", "--detach", action="store_true", help="run in the background, print the id")
 @arg("--rm", action="store_true", help="remove the container when it exits")
 @_with_create_args
@@ -59,7 +88,7 @@ def run(args):
     c = _create(args, auto_remove=args.rm and args.detach)
     try:
         c.start(_attached=not args.detach)
-    except Exception:
+    except BaseException:        # Ctrl-C while starting too: a --rm container leaves nothing
         if args.rm:
             c.remove(force=True)
         raise
@@ -73,6 +102,15 @@ def run(args):
         c.stop(timeout=1)
         c.remove(force=True)
         return 130
+    except BrokenPipeError:
+        # Our reader went away (`run ... | head -1`): nobody sees the output any more, so stop
+        # the container rather than leave it running unattended; main() exits 141.
+        from ctrkernel.runtime.container import _release
+        c.stop(timeout=1)
+        _release(c)
+        if args.rm:
+            c.remove(force=True)
+        raise
     from ctrkernel.runtime.container import _release
     _release(c)
     if args.rm:
@@ -104,6 +142,7 @@ def _stream(c, follow=True):
 
 
 @verb("create")
+@_engine_failure_is_125
 @_with_create_args
 def create(args):
     """Create a container without starting it; print its id."""

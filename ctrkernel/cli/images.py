@@ -220,6 +220,23 @@ def image_prune(args):
     return 0
 
 
+@verb("fsck", group="image")
+@arg("--format", default=None, choices=["table", "json"], help="json: the problems as a JSON list")
+def image_fsck(args):
+    """Check every blob the store's images reach against its digest (what "run fsck" in a
+    corrupt-blob error refers to); exit 1 when anything is missing or corrupt."""
+    from ctrkernel.image import default_store
+    problems = default_store().fsck()
+    if args.format == "json":
+        print(json.dumps(problems))
+    elif problems:
+        _table(["DIGEST", "WHAT", "PROBLEM"],
+               [[p["digest"][:19], p["what"], p["problem"]] for p in problems])
+    else:
+        print("the image store is sound: every blob matches its digest")
+    return 1 if problems else 0
+
+
 def _alias(fn, name, group):
     """Register fn again under another name (`image ls` for `images`), with the same flags."""
     def alias(args):

@@ -43,9 +43,13 @@ def _update(args):
         print("ctrkernel: you must provide one or more flags when using this command",
               file=sys.stderr)
         return 1
-    # Parsed once, before any container is touched: a malformed value changes nothing.
+    # Parsed once, before any container is touched: a malformed or too large value changes
+    # nothing. Only each flag is checked here: whether they fit together depends on each
+    # container's current limits (--memory-swap alone needs a container run with -m), which
+    # Container.update checks.
+    from ctrkernel.runtime.cgroups import LimitUpdate
     try:
-        resources = resources_from_args(args)
+        resources = resources_from_args(args, kind=LimitUpdate)
     except CtrkernelError as e:
         print(f"ctrkernel: {e}", file=sys.stderr)
         return 1

@@ -291,11 +291,16 @@ class Builder:
             argv = form if form is not None else (state.config.get("config", {}).get("Shell")
                                                   or ["/bin/sh", "-c"]) + [ins.value]
             name = {"CMD": "Cmd", "ENTRYPOINT": "Entrypoint", "SHELL": "Shell"}[kw]
+            # Docker: ENTRYPOINT resets a CMD inherited from the base image (it was meant for
+            # another entrypoint), but keeps one this Dockerfile set before it. There is one
+            # stage, so "before it" is any earlier CMD line.
+            reset_cmd = kw == "ENTRYPOINT" and not any(
+                i.keyword == "CMD" and i.line < ins.line for i in self.instructions)
 
             def change(c):
                 c[name] = argv
-                if kw == "ENTRYPOINT":
-                    c.pop("Cmd", None)  # Docker: setting ENTRYPOINT resets an inherited CMD
+                if reset_cmd:
+                    c.pop("Cmd", None)
             return change
         if kw == "EXPOSE":
             ports = [p if "/" in p else p + "/tcp" for p in df.words(ins.value, env, ins.line)]

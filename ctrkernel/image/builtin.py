@@ -87,6 +87,13 @@ def busybox_path():
         doctor().require("busybox", "the builtin busybox image")
         raise HostLacks("the builtin busybox image", "busybox",
                         "apt-get install busybox-static")
+    from ctrkernel._probe import is_static_elf
+    if not is_static_elf(os.path.realpath(path)):
+        # A dynamic busybox copied into an image finds no libraries there: every command
+        # would then fail as "not found" (127), far from the cause. Say it here instead.
+        raise HostLacks("the builtin busybox image",
+                        f"a statically linked busybox ({path} is dynamically linked)",
+                        "apt-get install busybox-static")
     return os.path.realpath(path)
 
 

@@ -94,13 +94,17 @@ def _apply_changes(config, changes):
             elif ins.keyword == "LABEL":
                 config.setdefault("Labels", {}).update(dict(df.key_values(ins, env)))
             elif ins.keyword in ("CMD", "ENTRYPOINT"):
-                argv = ins.exec_form() or ["/bin/sh", "-c", ins.value]
+                argv = ins.exec_form()  # [] is a real value: `ENTRYPOINT []` clears it
+                if argv is None:
+                    argv = ["/bin/sh", "-c", ins.value]
                 config["Cmd" if ins.keyword == "CMD" else "Entrypoint"] = argv
             elif ins.keyword == "EXPOSE":
                 ports = [p if "/" in p else p + "/tcp" for p in df.words(ins.value, env)]
                 config.setdefault("ExposedPorts", {}).update({p: {} for p in ports})
             elif ins.keyword == "VOLUME":
-                vols = ins.exec_form() or df.words(ins.value, env)
+                vols = ins.exec_form()
+                if vols is None:
+                    vols = df.words(ins.value, env)
                 config.setdefault("Volumes", {}).update({v: {} for v in vols})
             elif ins.keyword == "USER":
                 config["User"] = df.substitute(ins.value, env)

@@ -62,12 +62,39 @@ def parse(text, path="Dockerfile"):
         raise OptionalDependencyMissing("dockerfile-parse", "course", "building images") from None
     import io
 
+    if text and not text.endswith("\n"):
+        # dockerfile-parse needs whitespace after a keyword: a bare `USER` as the last line,
+        # with no newline after it, would vanish instead of failing the argument check.
+        text += "\n"
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    structure = [s for s in parser.structure if s["instruction"] != "COMMENT"]
     instructions = [Instruction(line=s["startline"] + 1, keyword=s["instruction"].upper(),
                                 value=s["value"].strip(), text=s["content"])
-                    for s in parser.structure if s["instruction"] != "COMMENT"]
+                    for s in structure]
+    _check_complete(text, structure)
     _check(instructions, path)
     return instructions
+
+
+def _check_complete(text, structure):
+    """Refuse a file that ends inside a continued instruction (a trailing `\\`).
+
+    dockerfile-parse only records an instruction once its last line arrives, so one still
+    waiting for its continuation at the end of the file is dropped without a word: the build
+    would quietly skip the last step. Any non-blank, non-comment line after the last recorded
+    instruction is such a dropped one (with the newline parse() ensures, every other line is
+    recorded).
+    """
+    last = max((s["endline"] for s in structure), default=-1)
+    lines = text.split("\n")
+    dropped = [(number, line.strip()) for number, line in enumerate(lines[last + 1:], last + 2)
+               if line.strip() and not line.lstrip().startswith("#")]
+    if dropped:
+        escape = dropped[-1][1][-1]  # `\` unless an `# escape=` directive chose another
+        raise BuildError(f"the file ends inside this instruction ({dropped[0][1]}): its last "
+                         f"line ends with the continuation {escape} and nothing follows it; "
+                         f"remove that {escape} or complete the instruction",
+                         line=dropped[0][0])
 
 
 def _check(instructions, path):
@@ -94,8 +121,12 @@ def _check(instructions, path):
             seen_from = True
         if ins.keyword in EXEC_FORM:
             ins.exec_form()  # raises on bad JSON
+        if ins.keyword == "SHELL" and ins.exec_form() is None:
+            raise BuildError('SHELL needs the JSON (exec) form, e.g. SHELL ["/bin/bash", "-c"]',
+                             line=ins.line)
+        _check_substitution(ins)
         if ins.keyword == "ARG":
-            arg_pairs(ins)
+            arg_pairs(ins, {})
         if ins.keyword in ("ENV", "LABEL"):
             key_values(ins, {})
         if ins.keyword == "EXPOSE":
@@ -107,6 +138,21 @@ def _check(instructions, path):
     if not seen_from:
         raise BuildError(f"{path} has no FROM instruction", line=(instructions[-1].line
                                                                   if instructions else 1))
+
+
+def _check_substitution(ins):
+    """Substitute with no variables set, split as the build will, so that a malformed `${...`
+    fails now, naming its line, and not when its step is reached after earlier RUNs ran.
+    (ENV, LABEL, ARG, COPY and ADD are checked by their own parsers in _check.)"""
+    if ins.keyword in ("FROM", "WORKDIR", "USER", "STOPSIGNAL"):
+        substitute(ins.value, {}, ins.line)
+    elif ins.keyword in ("EXPOSE", "VOLUME"):
+        form = ins.exec_form()
+        if form is not None:
+            for word in form:
+                substitute(word, {}, ins.line)
+        else:
+            words(ins.value, {}, ins.line)
 
 
 def substitute(word, env, line=None):

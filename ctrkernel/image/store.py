@@ -154,7 +154,7 @@ class Store:
         try:
             data = self.blob_path(digest).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"blob {digest} is missing from the store (run fsck)") from None
+            raise NotFound(f"blob {digest} is missing from the store (run: ctrkernel image fsck)") from None
         actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatch(f"blob {digest[:19]}", digest, actual)

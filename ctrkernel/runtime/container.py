@@ -138,7 +138,7 @@ def create(image, command=None, name=None, env=None, environment=None, workdir=N
             from ctrkernel.runtime.cgroups import Resources
             cgroup = mgr.create(container_id, resources or Resources())
             notes += list(getattr(cgroup, "notes", []))
-            if not mgr.enforces:
+            if not mgr.enforces and not any(mgr.why_not in n for n in notes):
                 notes.append(f"cgroup limits not enforced: {mgr.why_not}")
         elif resources is not None:
             raise CtrkernelError("resource limits need ctrkernel.runtime.cgroups, not installed")
@@ -146,6 +146,9 @@ def create(image, command=None, name=None, env=None, environment=None, workdir=N
             notes.append("no cgroup: the cgroup module is not installed")
         if kind == "copy":
             notes.append("root filesystem is a copy of the image layers (no overlayfs here)")
+        if level == "none" and hostname:
+            notes.append(f"hostname {hostname!r} not set: without a UTS namespace the "
+                         "container has the host's")
         if level == "none":
             notes += ["no namespaces: host processes, network, hostname and IPC are shared",
                       "the root directory is faked by proot (ptrace), not pivot_root",
@@ -489,18 +492,22 @@ class Container:
         self._set_run(Paused=False)
 
     def update(self, resources=None, **docker_kwargs):
-        """Change the limits of a container (`docker update`), running or not: a Resources, or
-        docker-py's names (mem_limit="128m", memswap_limit, nano_cpus, cpu_quota, cpu_period,
+        """Change the limits of a container (`docker update`), running or not: a LimitUpdate
+        (only some fields) or a Resources, or docker-py's names (mem_limit="128m", memswap_limit, nano_cpus, cpu_quota, cpu_period,
         pids_limit). Fields given replace the old ones; the rest stay. Returns {"Warnings": []}."""
-        from ctrkernel.runtime.cgroups import Resources
+        from ctrkernel.runtime.cgroups import LimitUpdate, Resources
         if resources is None:
-            resources = Resources.from_docker(**docker_kwargs)
+            # Each value checked alone here; together only once merged with the current limits
+            # (memswap_limit alone is fine for a container that already has a memory limit).
+            resources = LimitUpdate.from_docker(**docker_kwargs)
         elif docker_kwargs:
             raise TypeError("give a Resources or keyword limits, not both")
         if self.status in ("exited", "dead"):
             raise Conflict(f"container {self.name} is not running: its cgroup is gone")
         old = Resources.from_dict(self.attrs.get("Resources"))
-        merged = old.merged(resources)   # validates: an impossible combination fails here
+        # Validates the whole result before the cgroup is touched: an impossible combination
+        # (swap without memory, a CPU period over --cpus) fails here and changes nothing.
+        merged = old.merged(resources)
         cg = self._own_cgroup("changing limits")
         cg.update(resources)
         self.attrs["Resources"] = merged.to_dict()

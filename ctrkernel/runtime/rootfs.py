@@ -70,12 +70,49 @@ def _ensure_dir(path, mode=0o755):
         os.makedirs(path, mode, exist_ok=True)
 
 
+# Like Docker/runc: the fresh /proc is our PID namespace's, but these entries still reach
+# host-wide kernel settings, so they become read-only; the masked ones leak host memory, keys
+# or timers and are hidden (files under /dev/null, directories under an empty read-only tmpfs).
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
+PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "sched_debug")
+PROC_MASKED_DIRS = ("acpi", "scsi")
+_LOCKED = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def _harden_mount(userns, *args):
+    try:
+        _libc.mount(*args)
+        return True
+    except OSError:
+        # In a user namespace the kernel may refuse some of these (locked mounts); its root
+        # cannot write host settings anyway (owned by the real root), so skip, don't fail.
+        if not userns:
+            raise
+        return False
+
+
+def harden_proc(proc, userns):
+    for name in PROC_READONLY:
+        path = os.path.join(proc, name)
+        if os.path.lexists(path) and _harden_mount(userns, path, path, None, MS_BIND | MS_REC):
+            _harden_mount(userns, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _LOCKED)
+    for name in PROC_MASKED_FILES:
+        path = os.path.join(proc, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            _harden_mount(userns, "/dev/null", path, None, MS_BIND)
+    for name in PROC_MASKED_DIRS:
+        path = os.path.join(proc, name)
+        if os.path.isdir(path):
+            _harden_mount(userns, "tmpfs", path, "tmpfs", MS_RDONLY | _LOCKED, "size=0")
+
+
 def mount_system(root, userns):
     """A fresh /proc (our PID namespace), a read-only /sys and a minimal /dev."""
     proc, sys_, dev = (os.path.join(root, d) for d in ("proc", "sys", "dev"))
     for d in (proc, sys_, dev):
         _ensure_dir(d)
     _libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    harden_proc(proc, userns)
     try:
         _libc.mount("sysfs", sys_, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:

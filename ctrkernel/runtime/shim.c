@@ -311,6 +311,49 @@ static void mount_root(const char *root)
     }
 }
 
+/* Like Docker/runc: the fresh /proc is our PID namespace's, but /proc/sys, sysrq-trigger and
+ * friends still reach host-wide kernel settings, so they become read-only, and files that leak
+ * host memory or keys are masked. In a user namespace the kernel may refuse some of these
+ * remounts (locked mounts); the namespace's root cannot write host settings anyway (they are
+ * owned by the real root), so a refusal there is skipped instead of failing the start. */
+static void harden_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+                         const char *data, int userns)
+{
+    if (mount(src, dst, type, flags, data) < 0 && !userns)
+        fail(125, "mount", dst);
+}
+
+static void harden_proc(const char *proc, int userns)
+{
+    static const char *readonly[] = {"sys", "sysrq-trigger", "irq", "bus", NULL};
+    static const char *masked_files[] = {"kcore", "keys", "timer_list", "sched_debug", NULL};
+    static const char *masked_dirs[] = {"acpi", "scsi", NULL};
+    const unsigned long locked = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    char p[4096];
+    struct stat st;
+    for (int i = 0; readonly[i]; i++) {
+        path_join(p, sizeof p, proc, readonly[i]);
+        if (lstat(p, &st) < 0)
+            continue;
+        if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (!userns)
+                fail(125, "mount", p);
+            continue;
+        }
+        harden_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | locked, NULL, userns);
+    }
+    for (int i = 0; masked_files[i]; i++) {
+        path_join(p, sizeof p, proc, masked_files[i]);
+        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode))
+            harden_mount("/dev/null", p, NULL, MS_BIND, NULL, userns);
+    }
+    for (int i = 0; masked_dirs[i]; i++) {
+        path_join(p, sizeof p, proc, masked_dirs[i]);
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            harden_mount("tmpfs", p, "tmpfs", MS_RDONLY | locked, "size=0", userns);
+    }
+}
+
 static void mount_system(const char *root, int userns)
 {
     static const char *devices[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
@@ -322,6 +365,7 @@ static void mount_system(const char *root, int userns)
     mkdir(sys, 0755);
     mkdir(dev, 0755);
     do_mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    harden_proc(proc, userns);
     if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
         /* Without our own network namespace the kernel refuses a new sysfs: bind, read-only. */
         do_mount("/sys", sys, NULL, MS_BIND | MS_REC, NULL);

@@ -123,4 +123,4 @@ print("same isolation level from the command line:", cli["isolation"] == report.
 # - A container is built from kernel features (namespaces, cgroups, union filesystems); whether
 #   you may use them depends on the host and on who you are.
 # - The course measures instead of claiming; where a measurement is impossible here, it says why.
-# - Next: [01 · Virtualization and containers](01.00-Virtualization-And-Containers.ipynb).
+# - Next: [01 · Virtualization and containers](01.00-Virtualization-and-Containers.ipynb).

@@ -219,4 +219,4 @@ if caps.startswith("CapBnd"):
 # - A container is a process in a new set of namespaces whose root was switched with
 #   `pivot_root` (not escapable like `chroot`), with fewer capabilities.
 # - The host sees every container process; the container sees only its own.
-# - Next: [03 · cgroups](03.00-Cgroups.ipynb), the limits that namespaces do not give.
+# - Next: [03 · cgroups](03.00-Cgroups-Memory-Limits-And-The-OOM-Kill.ipynb), the limits that namespaces do not give.

@@ -103,7 +103,7 @@ class _CheckedBlob:
             pass
         digest = "sha256:" + self.hash.hexdigest()
         if digest != desc["digest"] or self.size != desc.get("size", self.size):
-            raise DigestMismatch(f"stored blob {desc['digest'][:19]} (run fsck)",
+            raise DigestMismatch(f"stored blob {desc['digest'][:19]} (run: ctrkernel image fsck)",
                                  desc["digest"], digest)
 
 
@@ -112,7 +112,7 @@ def _add_blob(tar, store, desc):
     try:
         f = open(store.blob_path(desc["digest"]), "rb")
     except FileNotFoundError:
-        raise NotFound(f"blob {desc['digest']} is missing from the store (run fsck)") from None
+        raise NotFound(f"blob {desc['digest']} is missing from the store (run: ctrkernel image fsck)") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         reader = _CheckedBlob(f)
@@ -153,7 +153,7 @@ class _TarStream:
         try:
             self.file = open(store.blob_path(desc["digest"]), "rb")
         except FileNotFoundError:
-            raise NotFound(f"layer {desc['digest']} is missing from the store (run fsck)") \
+            raise NotFound(f"layer {desc['digest']} is missing from the store (run: ctrkernel image fsck)") \
                 from None
         self.stream, self.outer, self.inner = open_layer_stream(self.file)
 
@@ -165,10 +165,10 @@ class _TarStream:
         self.outer.drain()
         self.file.close()
         if self.outer.digest != self.desc["digest"]:
-            raise DigestMismatch("stored layer (run fsck)", self.desc["digest"],
+            raise DigestMismatch("stored layer (run: ctrkernel image fsck)", self.desc["digest"],
                                  self.outer.digest)
         if self.inner.digest != self.diff_id or self.inner.size != tar_size:
-            raise DigestMismatch("stored layer, uncompressed (run fsck)", self.diff_id,
+            raise DigestMismatch("stored layer, uncompressed (run: ctrkernel image fsck)", self.diff_id,
                                  self.inner.digest)
 
 

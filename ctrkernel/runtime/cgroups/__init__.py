@@ -24,10 +24,10 @@ Groups are named `<hierarchy>/ctrkernel/<container id>` (v2: `<base>/ctrkernel/<
 import threading
 
 from ctrkernel.runtime.cgroups.base import Cgroup, CgroupError, CgroupManager
-from ctrkernel.runtime.cgroups.resources import MIN_MEMORY, Resources
+from ctrkernel.runtime.cgroups.resources import MIN_MEMORY, LimitUpdate, Resources
 from ctrkernel.runtime.cgroups.stats import CgroupStats
 
-__all__ = ["Resources", "CgroupStats", "Cgroup", "CgroupManager", "CgroupError",
+__all__ = ["Resources", "LimitUpdate", "CgroupStats", "Cgroup", "CgroupManager", "CgroupError",
            "cgroup_manager", "manager_for", "MIN_MEMORY"]
 
 _lock = threading.Lock()

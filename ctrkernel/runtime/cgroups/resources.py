@@ -13,6 +13,15 @@ Conventions (Docker's, with one stricter default):
   combined with `cpu_quota`/`cpu_period`.
 - `cpu_quota` and `cpu_period` are microseconds; quota -1 means unlimited.
 - `pids_limit` is a number of processes (threads count too); 0 or -1 means unlimited.
+
+Upper bounds (checked here so that an absurd value fails naming its flag, not in the kernel after
+the cgroup exists): bytes and processes fit a signed 64-bit integer (what the kernel's and
+Docker's int64 fields hold); the CPU period is at most 1 s (Docker's and the kernel's maximum);
+the CPU quota fits an int64 as well (the kernel accepts quotas above the period: more than one
+CPU).
+
+`docker update` gives only some fields: `LimitUpdate` holds them, checked one by one; whether
+they make sense together is checked once merged with the container's limits (`merged`).
 """
 import dataclasses
 import os
@@ -28,6 +37,8 @@ MIN_MEMORY = 6 << 20
 DEFAULT_CPU_PERIOD = 100_000       # microseconds, the kernel's and Docker's default
 MIN_CPU_PERIOD, MAX_CPU_PERIOD = 1_000, 1_000_000
 MIN_CPU_QUOTA = 1_000
+INT64_MAX = (1 << 63) - 1          # the kernel's and Docker's fields are signed 64-bit
+MAX_CPU_QUOTA = INT64_MAX
 
 
 def host_cpus():
@@ -98,8 +109,18 @@ class Resources:
         return cls(**{k: v for k, v in (data or {}).items() if k in fields})
 
     def merged(self, update):
-        """These limits with every field `update` sets replacing ours (`docker update`)."""
+        """These limits with every field `update` sets replacing ours (`docker update`).
+
+        The result is checked as a whole (InvalidArgument if the combination is impossible)."""
         changes = {k: v for k, v in update.to_dict().items() if v is not None}
+        if self.nano_cpus and "nano_cpus" not in changes:
+            # As Docker: a period (or quota) alone would drop the --cpus limit without a word
+            # (the period alone would even mean "no quota": unlimited CPU).
+            for key, what in (("cpu_period", "CPU period"), ("cpu_quota", "CPU quota")):
+                if changes.get(key) not in (None, 0):
+                    raise InvalidArgument(
+                        f"conflicting options: {what} cannot be updated as NanoCPUs has already "
+                        "been set (the container was given --cpus; update --cpus instead)")
         if "nano_cpus" in changes:            # one way to say "CPU" replaces the other
             changes.setdefault("cpu_quota", None)
             changes.setdefault("cpu_period", None)
@@ -153,9 +174,22 @@ class Resources:
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self):
+        self.validate_fields()
+        self.validate_combination()
+
+    def validate_fields(self):
+        """Each field on its own: an integer, not negative, not beyond what the kernel holds."""
         for name, value in self.to_dict().items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidArgument(f"{name} must be an integer, not {value!r}")
+        for value, flag in ((self.memory, "--memory"), (self.memory_swap, "--memory-swap"),
+                            (self.pids_limit, "--pids-limit")):
+            if value is not None and value > INT64_MAX:
+                raise InvalidArgument(f"invalid {flag} {value}: too large (at most {INT64_MAX}, "
+                                      "a signed 64-bit integer)")
+        if self.cpu_quota is not None and self.cpu_quota > MAX_CPU_QUOTA:
+            raise InvalidArgument(f"invalid --cpu-quota {self.cpu_quota}: too large (at most "
+                                  f"{MAX_CPU_QUOTA} microseconds, a signed 64-bit integer)")
         if self.memory is not None:
             if self.memory < 0:
                 raise InvalidArgument(f"invalid memory limit {self.memory}: negative")
@@ -167,13 +201,6 @@ class Resources:
             if self.memory_swap < -1:
                 raise InvalidArgument(f"invalid memory+swap limit {self.memory_swap}: negative "
                                       "(-1 means unlimited swap)")
-            if self.memory is None:
-                raise InvalidArgument("a memory+swap limit needs a memory limit too (--memory)")
-            if self.memory_swap != -1 and self.memory_swap < self.memory:
-                raise InvalidArgument(
-                    f"memory+swap limit {format_bytes(self.memory_swap)} is smaller than the "
-                    f"memory limit {format_bytes(self.memory)}: it counts memory plus swap, so it "
-                    "must be at least as large")
         if self.nano_cpus is not None:
             ncpu = host_cpus()
             if self.nano_cpus <= 0 or self.nano_cpus > ncpu * NANO:
@@ -183,9 +210,6 @@ class Resources:
                     "available")
             if self.nano_cpus * DEFAULT_CPU_PERIOD // NANO < MIN_CPU_QUOTA:
                 raise InvalidArgument("invalid CPU count: the minimum is 0.01 CPUs")
-            if self.cpu_quota not in (None, 0) or self.cpu_period not in (None, 0):
-                raise InvalidArgument("conflicting options: --cpus (nano_cpus) cannot be combined "
-                                      "with --cpu-quota or --cpu-period")
         if self.cpu_period is not None and not MIN_CPU_PERIOD <= self.cpu_period <= MAX_CPU_PERIOD:
             raise InvalidArgument(f"invalid CPU period {self.cpu_period}: it must be between "
                                   f"{MIN_CPU_PERIOD} and {MAX_CPU_PERIOD} microseconds")
@@ -199,3 +223,29 @@ class Resources:
         if self.pids_limit is not None and self.pids_limit < -1:
             raise InvalidArgument(f"invalid pids limit {self.pids_limit}: negative "
                                   "(0 or -1 means unlimited)")
+
+    def validate_combination(self):
+        """What the fields mean together (a whole container's limits, not an update's)."""
+        if self.memory_swap is not None:
+            if self.memory is None:
+                raise InvalidArgument("a memory+swap limit needs a memory limit too (--memory)")
+            if self.memory_swap != -1 and self.memory_swap < self.memory:
+                raise InvalidArgument(
+                    f"memory+swap limit {format_bytes(self.memory_swap)} is smaller than the "
+                    f"memory limit {format_bytes(self.memory)}: it counts memory plus swap, so it "
+                    "must be at least as large")
+        if self.nano_cpus is not None and (self.cpu_quota not in (None, 0)
+                                           or self.cpu_period not in (None, 0)):
+            raise InvalidArgument("conflicting options: --cpus (nano_cpus) cannot be combined "
+                                  "with --cpu-quota or --cpu-period")
+
+
+@dataclass(frozen=True)
+class LimitUpdate(Resources):
+    """The fields one `docker update` sets, each checked on its own (a too large or malformed
+    value fails before any container is touched). Together they need not make a container's
+    limits (`--memory-swap` alone is fine when the container has `--memory`): `merged` checks
+    the result."""
+
+    def validate(self):
+        self.validate_fields()
