@@ -81,11 +81,20 @@ def _our_cgroups():
 
 @pytest.fixture(scope="session", autouse=True)
 def leave_no_trace():
-    """Fail the session if the tests leave mounts, cgroups or state behind."""
+    """Fail the session if the tests leave mounts, cgroups, proot scratch dirs or state
+    behind."""
     mounts_before, cgroups_before = set(_our_mounts()), set(_our_cgroups())
+    proot_before = set(_proot_scratch())
     yield
     leaked_mounts = [m for m in _our_mounts() if m not in mounts_before]
     leaked_cgroups = [c for c in _our_cgroups() if c not in cgroups_before]
+    leaked_scratch = sorted(set(_proot_scratch()) - proot_before)
     shutil.rmtree(_session_home, ignore_errors=True)
     assert not leaked_mounts, f"mounts left behind: {leaked_mounts}"
     assert not leaked_cgroups, f"cgroups left behind: {leaked_cgroups}"
+    assert not leaked_scratch, f"proot scratch directories left behind: {leaked_scratch}"
+
+
+def _proot_scratch():
+    """proot's own `prooted-*` directories in the shared temp dir (left when it is killed)."""
+    return [str(p) for p in Path(tempfile.gettempdir()).glob("prooted-*")]

@@ -454,6 +454,7 @@ class Container:
         elif status == "dead" or (status == "created" and self._run):
             _kill_leftovers(self._run)
         _destroy_cgroup(self.id)
+        _remove_proot_scratch(self._run)
         state.remove_dir(self.dir)
 
     # -- pause and limits ----------------------------------------------------------------
@@ -660,6 +661,37 @@ def _kill_leftovers(run):
                 else:
                     os.kill(ident["pid"], signals.SIGKILL)
             except ProcessLookupError:
+                pass
+
+
+def _remove_proot_scratch(run):
+    """proot unpacks its loader to <tmp>/prooted-<its pid>-XXXXXX and deletes it on exit; a
+    killed proot (stop, kill, rm -f of a no-namespace container, whose init it is) cannot.
+    Remove what the dead init left, only ours and only once that pid is gone."""
+    import glob
+    import tempfile
+    pid = ((run or {}).get("init") or {}).get("pid")
+    if not pid:
+        return
+    try:
+        os.kill(pid, 0)
+        return                          # alive: the pid is someone else's now, or not dead yet
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return
+    places = {os.environ.get("PROOT_TMP_DIR"), os.environ.get("TMPDIR"), tempfile.gettempdir(),
+              "/tmp"}
+    for place in filter(None, places):
+        for path in glob.glob(os.path.join(place, f"prooted-{pid}-*")):
+            try:
+                if os.lstat(path).st_uid != os.geteuid():
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            except OSError:
                 pass
 
 
