@@ -26,7 +26,8 @@ LIMITS = dict(mem_limit="32m", memswap_limit="32m", cpus="0.5", pids_limit=16)
 HOG = "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"
 BURN = "while :; do :; done"
 BOMB = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/cgv2-n; sleep 0.05; done"
+# written then renamed: a reader never sees the file empty between truncation and write
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/cgv2-n.new; mv /tmp/cgv2-n.new /tmp/cgv2-n; sleep 0.05; done"
 
 results = {}
 

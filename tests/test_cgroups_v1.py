@@ -54,7 +54,8 @@ def test_half_a_cpu_holds_a_busy_loop_near_fifty_percent():
     assert 0.3 < used < 0.6, f"{used:.2f} CPU"
 
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done"
+# written then renamed: a reader never sees the file empty between truncation and write
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done"
 
 
 def _count(c):
