@@ -46,9 +46,9 @@ def _create(args, auto_remove=False):
         env[key] = value if eq else os.environ.get(key, "")
     resources = resources_from_args(args) if resources_from_args else None
     container = create(args.image, args.command or None, name=args.name, env=env,
-                  workdir=args.workdir, user=args.user, hostname=args.hostname,
-                  network=args.network, ports=list(args.publish), resources=resources,
-                  entrypoint=_entrypoint(args.entrypoint), auto_remove=auto_remove)
+                       workdir=args.workdir, user=args.user, hostname=args.hostname,
+                       network=args.network, ports=list(args.publish), resources=resources,
+                       entrypoint=_entrypoint(args.entrypoint), auto_remove=auto_remove)
     # Never pretend: whatever this host could not isolate or enforce is said at once, on
     # stderr as Docker's own warnings are, not only in `inspect` afterwards.
     for note in container.isolation.get("notes", []):
@@ -95,6 +95,7 @@ def run(args):
     if args.detach:
         print(c.id)
         return 0
+    from ctrkernel.runtime.container import _release
     try:
         _stream(c)
         code = c.wait()["StatusCode"]
@@ -105,13 +106,11 @@ def run(args):
     except BrokenPipeError:
         # Our reader went away (`run ... | head -1`): nobody sees the output any more, so stop
         # the container rather than leave it running unattended; main() exits 141.
-        from ctrkernel.runtime.container import _release
         c.stop(timeout=1)
         _release(c)
         if args.rm:
             c.remove(force=True)
         raise
-    from ctrkernel.runtime.container import _release
     _release(c)
     if args.rm:
         c.remove(force=True)

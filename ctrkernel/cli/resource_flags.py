@@ -36,8 +36,8 @@ def resources_from_args(args, kind=Resources) -> Resources:
     """Resources from parsed flags (unset flags stay unset); `kind=LimitUpdate` for `update`."""
     get = lambda name: getattr(args, name, None)  # noqa: E731
     return kind.from_docker(mem_limit=get("memory"), memswap_limit=get("memory_swap"),
-                                 cpus=get("cpus"), cpu_quota=get("cpu_quota"),
-                                 cpu_period=get("cpu_period"), pids_limit=get("pids_limit"))
+                            cpus=get("cpus"), cpu_quota=get("cpu_quota"),
+                            cpu_period=get("cpu_period"), pids_limit=get("pids_limit"))
 
 
 def any_resource_flag(args) -> bool:

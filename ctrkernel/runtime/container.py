@@ -494,8 +494,9 @@ class Container:
 
     def update(self, resources=None, **docker_kwargs):
         """Change the limits of a container (`docker update`), running or not: a LimitUpdate
-        (only some fields) or a Resources, or docker-py's names (mem_limit="128m", memswap_limit, nano_cpus, cpu_quota, cpu_period,
-        pids_limit). Fields given replace the old ones; the rest stay. Returns {"Warnings": []}."""
+        (only some fields) or a Resources, or docker-py's names (mem_limit="128m",
+        memswap_limit, nano_cpus, cpu_quota, cpu_period, pids_limit). Fields given replace the
+        old ones; the rest stay. Returns {"Warnings": []}."""
         from ctrkernel.runtime.cgroups import LimitUpdate, Resources
         if resources is None:
             # Each value checked alone here; together only once merged with the current limits

@@ -38,7 +38,6 @@ DEFAULT_CPU_PERIOD = 100_000       # microseconds, the kernel's and Docker's def
 MIN_CPU_PERIOD, MAX_CPU_PERIOD = 1_000, 1_000_000
 MIN_CPU_QUOTA = 1_000
 INT64_MAX = (1 << 63) - 1          # the kernel's and Docker's fields are signed 64-bit
-MAX_CPU_QUOTA = INT64_MAX
 
 
 def host_cpus():
@@ -183,13 +182,10 @@ class Resources:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidArgument(f"{name} must be an integer, not {value!r}")
         for value, flag in ((self.memory, "--memory"), (self.memory_swap, "--memory-swap"),
-                            (self.pids_limit, "--pids-limit")):
+                            (self.pids_limit, "--pids-limit"), (self.cpu_quota, "--cpu-quota")):
             if value is not None and value > INT64_MAX:
                 raise InvalidArgument(f"invalid {flag} {value}: too large (at most {INT64_MAX}, "
                                       "a signed 64-bit integer)")
-        if self.cpu_quota is not None and self.cpu_quota > MAX_CPU_QUOTA:
-            raise InvalidArgument(f"invalid --cpu-quota {self.cpu_quota}: too large (at most "
-                                  f"{MAX_CPU_QUOTA} microseconds, a signed 64-bit integer)")
         if self.memory is not None:
             if self.memory < 0:
                 raise InvalidArgument(f"invalid memory limit {self.memory}: negative")
