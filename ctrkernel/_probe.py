@@ -372,6 +372,25 @@ def check_vm_kernel(ctx):
     return True, ", ".join(kernels)
 
 
+# What a VM disk image needs (ctrkernel/vm/disk.py), and the Debian package each comes from.
+VM_DISK_TOOLS = {"mke2fs": "e2fsprogs", "debugfs": "e2fsprogs", "qemu-img": "qemu-utils"}
+
+
+def tool_path(tool):
+    # mke2fs and debugfs live in /sbin, which an unprivileged user's PATH may not include
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(tool, path=path)
+
+
+def check_vm_disk(ctx):
+    missing = [tool for tool in VM_DISK_TOOLS if not tool_path(tool)]
+    if missing:
+        packages = " ".join(sorted({VM_DISK_TOOLS[t] for t in missing}))
+        return False, f"{', '.join(missing)} not installed (apt-get install {packages})", \
+            {"missing": missing}
+    return True, ", ".join(tool_path(tool) for tool in VM_DISK_TOOLS), {"missing": []}
+
+
 def check_cc(ctx):
     path = shutil.which("cc") or shutil.which("gcc")
     return bool(path), path or "no C compiler (apt-get install gcc)"
@@ -402,6 +421,7 @@ CHECKS = [
     ("qemu", check_qemu),
     ("kvm", check_kvm),
     ("vm_kernel", check_vm_kernel),
+    ("vm_disk", check_vm_disk),
     ("cc", check_cc),
     ("proot", check_proot),
 ]

@@ -49,7 +49,9 @@ REMEDIES = {
             "course shows recorded VM measurements from data/.",
     "kvm": "Without a usable /dev/kvm, VMs run under software emulation (slower, still real).",
     "vm_kernel": "apt-get install linux-image-cloud-amd64 for a kernel to boot in VMs.",
-    "cc": "apt-get install gcc: the tiny per-container shim is compiled from C on first use.",
+    "vm_disk": "apt-get install e2fsprogs qemu-utils to build and measure a VM disk image.",
+    "cc": "apt-get install gcc: the per-container shim and the layer loops are compiled from C on "
+          "first use (without it: a Python waiter per container, slower layers).",
     "proot": "apt-get install proot: lets containers run in their image's filesystem with no "
              "namespaces at all (as on Binder).",
 }

@@ -8,6 +8,7 @@ import json
 import sys
 
 from ctrkernel.cli.containers import _table  # one table printer for every verb
+from ctrkernel.cli.formatting import render
 from ctrkernel.cli.registry import arg, verb
 from ctrkernel.errors import CtrkernelError
 from ctrkernel.image import delete
@@ -19,6 +20,20 @@ def _fail(message, daemon=True):
     prefix = "Error response from daemon: " if daemon else "Error: "
     print(prefix + str(message), file=sys.stderr)
     return 1
+
+
+def _print_formatted(table, template, titles):
+    """Print rows through a --format template: the exit code, or None when there is no
+    template (the caller prints its default table)."""
+    try:
+        lines = render(table, template, headers=titles)
+    except CtrkernelError as e:
+        return _fail(e, daemon=False)
+    if lines is None:
+        return None
+    for line in lines:
+        print(line)
+    return 0
 
 
 def _image_id(img, no_trunc):
@@ -60,13 +75,14 @@ def _rows(images, repository=None):
 @arg("-f", "--filter", action="append", default=[], metavar="FILTER",
      help="name=value: dangling=true|false, label=KEY[=VALUE], reference=PATTERN, "
           "before=IMAGE, since=IMAGE, until=TIME|DURATION (repeatable)")
-@arg("--format", default=None, choices=["table", "json"],
-     help="json: one JSON object per line (Docker's keys)")
+@arg("--digests", action="store_true", help="show digests (the manifest digest of each image)")
+@arg("--format", default=None,
+     help="table (default), json (one JSON object per line), or a template like "
+          "'table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}' ({{json .}} for a whole row)")
 def images(args):
     """List images: one row per tag; untagged images as <none>."""
     from ctrkernel.image import images as all_images
     from ctrkernel.image import filters
-    from ctrkernel.image.display import ago, human_size
 
     try:
         found = all_images(all=args.all, filters=filters.parse_cli(args.filter))
@@ -81,19 +97,35 @@ def images(args):
                 seen.append(ident)
                 print(ident)
         return 0
-    if args.format == "json":
-        for img, tag in rows:
-            repo, version = _repo_tag(tag)
-            print(json.dumps({"Containers": "N/A", "CreatedAt": img.created,
-                              "CreatedSince": ago(img.created), "Digest": "<none>",
-                              "ID": _image_id(img, args.no_trunc), "Repository": repo,
-                              "SharedSize": "N/A", "Size": human_size(img.size), "Tag": version,
-                              "UniqueSize": "N/A", "VirtualSize": human_size(img.size)}))
-        return 0
-    _table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-           [[*_repo_tag(tag), _image_id(img, args.no_trunc), ago(img.created),
-             human_size(img.size)] for img, tag in rows])
+    table = [_image_row(img, tag, args.no_trunc) for img, tag in rows]
+    done = _print_formatted(table, args.format, IMAGE_TITLES)
+    if done is not None:
+        return done
+    fields = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + \
+        ["ID", "CreatedSince", "Size"]
+    _table([IMAGE_TITLES[f] for f in fields], [[r[f] for f in fields] for r in table])
     return 0
+
+
+# Docker's column titles for the fields a template can name.
+IMAGE_TITLES = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
+                "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE",
+                "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
+HISTORY_TITLES = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                  "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+
+
+def _image_row(img, tag, no_trunc):
+    """One row of `images` with Docker's field names (what --format templates name).
+    Digest: the manifest digest, which is what names this image's content as Docker's repo
+    digests do (name@sha256:...)."""
+    from ctrkernel.image.display import ago, human_size
+    repo, version = _repo_tag(tag)
+    return {"Containers": "N/A", "CreatedAt": img.created, "CreatedSince": ago(img.created),
+            "Digest": img.manifest_digest or "<none>", "ID": _image_id(img, no_trunc),
+            "Repository": repo, "SharedSize": "N/A", "Size": human_size(img.size), "Tag": version,
+            "UniqueSize": "N/A", "VirtualSize": human_size(img.size)}
 
 
 def _boolean(text):
@@ -116,10 +148,13 @@ def _ellipsis(text, width):
      help="print sizes and dates in human readable format (default true; -H=false for raw)")
 @arg("--no-trunc", action="store_true", help="do not truncate output")
 @arg("-q", "--quiet", action="store_true", help="only show image IDs")
+@arg("--format", default=None,
+     help="table (default), json, or a template like 'table {{.ID}}\\t{{.CreatedBy}}' "
+          "(fields ID, CreatedSince, CreatedAt, CreatedBy, Size, Comment)")
 def history(args):
     """Show the history of an image: one row per step, newest first."""
     from ctrkernel.image import get_image
-    from ctrkernel.image.display import ago, human_size
+    from ctrkernel.image.display import ago, human_size, step_ids
 
     human = _boolean(args.human.lstrip("="))
     try:
@@ -127,29 +162,37 @@ def history(args):
     except CtrkernelError as e:
         return _fail(e)
     rows = img.history()
-    ids = [r["id"] if r["id"] == "<missing>" else _image_id(img, args.no_trunc) for r in rows]
+    ids = [i if i == "<missing>" or args.no_trunc else i[7:19] for i in step_ids(img)]
     if args.quiet:
         print("\n".join(ids))
         return 0
     table = []
     for ident, r in zip(ids, rows):
         created_by = r["created_by"] if args.no_trunc else _ellipsis(r["created_by"], 45)
-        table.append([ident, ago(r["created"]) if human else r["created"], created_by,
-                      human_size(r["size"]) if human else str(r["size"]), r["comment"]])
-    _table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], table)
+        table.append({"ID": ident, "CreatedSince": ago(r["created"]) if human else r["created"],
+                      "CreatedAt": r["created"], "CreatedBy": created_by,
+                      "Size": human_size(r["size"]) if human else str(r["size"]),
+                      "Comment": r["comment"]})
+    done = _print_formatted(table, args.format, HISTORY_TITLES)
+    if done is not None:
+        return done
+    fields = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+    _table([HISTORY_TITLES[f] for f in fields], [[r[f] for f in fields] for r in table])
     return 0
 
 
 @verb("rmi")
 @arg("images", metavar="IMAGE", nargs="+")
 @arg("-f", "--force", action="store_true", help="force removal of the image")
+@arg("--no-prune", action="store_true", help="do not delete untagged parents (the "
+     "intermediate images of the build that made it)")
 def rmi(args):
     """Remove one or more images (untag; delete the image and its unshared layers when its
     last tag goes). Refuses an image a container uses unless forced."""
     status = 0
     for reference in args.images:
         try:
-            for entry in delete.remove(reference, args.force):
+            for entry in delete.remove(reference, args.force, noprune=args.no_prune):
                 for key, value in entry.items():
                     print(f"{key}: {value}")
         except CtrkernelError as e:
@@ -224,7 +267,8 @@ def image_prune(args):
 @arg("--format", default=None, choices=["table", "json"], help="json: the problems as a JSON list")
 def image_fsck(args):
     """Check every blob the store's images reach against its digest (what "run fsck" in a
-    corrupt-blob error refers to); exit 1 when anything is missing or corrupt."""
+    corrupt-blob error refers to), and the extracted-layer cache (trees of layers no image
+    has, or whose blob is gone; partial extractions); exit 1 naming each problem."""
     from ctrkernel.image import default_store
     problems = default_store().fsck()
     if args.format == "json":
@@ -233,7 +277,8 @@ def image_fsck(args):
         _table(["DIGEST", "WHAT", "PROBLEM"],
                [[p["digest"][:19], p["what"], p["problem"]] for p in problems])
     else:
-        print("the image store is sound: every blob matches its digest")
+        print("the image store is sound: every blob matches its digest, every extracted "
+              "layer belongs to an image")
     return 1 if problems else 0
 
 

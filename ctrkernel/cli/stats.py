@@ -4,14 +4,10 @@ The numbers come from ctrkernel.metrics (the container's cgroup, or its processe
 no cgroup of ours exists) shaped as Docker's stats API, then formatted with the docker CLI's
 arithmetic: CPU % from two samples, memory without inactive page cache, sizes in Docker's units.
 """
-import json
-import re
 import sys
 import time
 
 from ctrkernel.cli.registry import arg, verb
-
-_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 
 
 def _containers(args):
@@ -22,16 +18,13 @@ def _containers(args):
 
 
 def _render(rows, fmt):
+    """The text for --format: our table by default, else the shared template renderer (the
+    same subset of Go templates as `images` and `history`)."""
+    from ctrkernel.cli.formatting import render
     from ctrkernel.metrics import table
-    if fmt in (None, "", "table"):
-        return table(rows)
-    if fmt == "json":
-        return "\n".join(json.dumps(r) for r in rows)
-    text = fmt.encode().decode("unicode_escape")          # "\t" in a template is a tab
-    if text.startswith("table"):
-        fields = _FIELD.findall(text)
-        return table(rows, fields)
-    return "\n".join(_FIELD.sub(lambda m: str(r.get(m.group(1), "")), text) for r in rows)
+    from ctrkernel.metrics.docker import COLUMNS
+    lines = render(rows, fmt, headers=dict(COLUMNS))
+    return table(rows) if lines is None else "\n".join(lines)
 
 
 def _empty_row(c):

@@ -55,10 +55,10 @@ PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FT
 
 
 def build(path, tag=None, dockerfile="Dockerfile", buildargs=None, nocache=False, store=None,
-          created=None):
+          created=None, labels=None):
     """Build and return (image, log lines), as docker-py's `images.build` does."""
     builder = Builder(path, tag=tag, dockerfile=dockerfile, buildargs=buildargs,
-                      nocache=nocache, store=store, created=created)
+                      nocache=nocache, store=store, created=created, labels=labels)
     log = list(builder)
     return builder.image, log
 
@@ -85,10 +85,13 @@ class Builder:
     `created` (datetime, or seconds since the epoch) fixes the history timestamps, so that a
     --no-cache rebuild gives the same digests (SOURCE_DATE_EPOCH in the environment does the
     same, as for BuildKit); otherwise steps are stamped with the time they ran.
+
+    `labels` ({name: value}, `build --label`) are added by one last LABEL step, as Docker's
+    classic builder appends them to the Dockerfile: taken literally (no $ substitution).
     """
 
     def __init__(self, path, tag=None, dockerfile="Dockerfile", buildargs=None, nocache=False,
-                 store=None, created=None):
+                 store=None, created=None, labels=None):
         self.context = Path(path).resolve()
         if not self.context.is_dir():
             raise BuildError(f"build context {path} is not a directory")
@@ -98,6 +101,7 @@ class Builder:
             raise BuildError(f"cannot find {dockerfile} in the build context {self.context}")
         self.tag, self.nocache = tag, nocache
         self.buildargs = dict(buildargs or {})
+        self.labels = dict(labels or {})
         self.store = store or default_store()
         if created is None and os.environ.get("SOURCE_DATE_EPOCH"):
             created = int(os.environ["SOURCE_DATE_EPOCH"])
@@ -120,7 +124,7 @@ class Builder:
         return line
 
     def _run(self):
-        total = len(self.instructions)
+        total = len(self.instructions) + (1 if self.labels else 0)
         state, args, used_args, before_from = None, {}, set(), {}
         for number, ins in enumerate(self.instructions, 1):
             yield self._emit(f"Step {number}/{total} : {ins.keyword} {ins.value}")
@@ -150,6 +154,8 @@ class Builder:
                                  line=ins.line) from e
             except CtrkernelError as e:
                 raise BuildError(f"{ins.keyword} failed: {e}", self.log, line=ins.line) from e
+        if self.labels and state is not None:
+            state = yield from self._label_step(state, total)
         unused = set(self.buildargs) - used_args - set(PREDEFINED_ARGS)
         if unused:
             yield self._emit(f"[Warning] One or more build-args {sorted(unused)} were not consumed")
@@ -191,9 +197,26 @@ class Builder:
         yield self._emit(f" ---> {short(base.id)}")
         return state
 
+    def _label_step(self, state, number):
+        """The --label step: recorded and cached as a LABEL line with these pairs would be."""
+        text = " ".join(f"{k}={json.dumps(v) if ' ' in v or not v else v}"
+                        for k, v in sorted(self.labels.items()))
+        yield self._emit(f"Step {number}/{number} : LABEL {text}")
+
+        def apply():
+            new = _State(copy.deepcopy(state.config), list(state.layers), None)
+            new.config.setdefault("config", {}).setdefault("Labels", {}).update(self.labels)
+            return new
+            yield  # a generator, as the other steps' work is
+        return (yield from self._cached_step(state, f"/bin/sh -c #(nop)  LABEL {text}", apply))
+
     def _step(self, state, ins, args):
         env = self._env(state, args)
         created_by, work = self._describe(state, ins, args, env)
+        return (yield from self._cached_step(state, created_by, work))
+
+    def _cached_step(self, state, created_by, work):
+        """The step's image from the cache, or made by work() and stored as an intermediate."""
         key = _key(state.key, created_by)
         cached = None if self.nocache else _cache_get(self.store, key)
         if cached is not None:

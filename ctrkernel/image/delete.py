@@ -15,13 +15,14 @@ def users(img):
     return sorted(found, key=lambda c: c.status not in ("running", "paused"))
 
 
-def remove(reference, force=False, store=None):
+def remove(reference, force=False, store=None, noprune=False):
     """`docker rmi REFERENCE`: Docker's log lines ([{"Untagged": t}, {"Deleted": id}, ...]).
 
     A name removes that tag, and the image with its last tag; an id removes the image. An image
     a container was made from is refused (Conflict) unless forced, and never while a container
     of it runs; forced, it loses its names but stays, untagged, for the containers still made
-    from it (deleting its layers would leave them unable to start again)."""
+    from it (deleting its layers would leave them unable to start again). noprune keeps the
+    untagged intermediate images it was built from (`rmi --no-prune`)."""
     from ctrkernel.image import default_store, refs
     store = store or default_store()
     img = store.get(reference)
@@ -49,7 +50,7 @@ def remove(reference, force=False, store=None):
     if not by_name and len(img.tags) > 1 and not force:
         raise Conflict(f"conflict: unable to delete {img.short_id} (must be forced) - image "
                        "is referenced in multiple repositories")
-    return store.remove(reference, force=force)
+    return store.remove(reference, force=force, keep_parents=noprune)
 
 
 def prune(all=False, store=None):

@@ -51,3 +51,40 @@ def ago(created, now=None):
         return "N/A"
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return duration((now - parse_time(created)).total_seconds()) + " ago"
+
+
+def step_ids(img):
+    """The IMAGE column of `docker history`, newest first: for each history row, the id of an
+    image of this store whose history is exactly the rows up to there (with the same layers),
+    else "<missing>". Docker shows the intermediate images of a local build this way and
+    <missing> for pulled images, whose steps never were images on this host.
+
+    The build's parent links (a step's image -> the image it started from) are followed first;
+    other images of the store fill the rows they leave (a step whose link went with `rmi`)."""
+    from ctrkernel.errors import CtrkernelError
+
+    history = img.config.get("history", [])
+    diff_ids = img.diff_ids
+    found = {len(history): img.id}
+
+    def matches(other):
+        theirs = other.config.get("history", [])
+        return (0 < len(theirs) <= len(history) and theirs == history[:len(theirs)]
+                and other.diff_ids == diff_ids[:len(other.diff_ids)])
+
+    digest, seen = img.manifest_digest, set()
+    while digest not in seen:
+        seen.add(digest)
+        digest = img.store.parent_of(digest)
+        try:
+            parent = img.store.get("x@" + digest) if digest else None
+        except CtrkernelError:
+            parent = None        # removed since: the rows below are found by the scan
+        if parent is None or not matches(parent):
+            break
+        found.setdefault(len(parent.config.get("history", [])), parent.id)
+    if len(found) < len(history):
+        for other in img.store.images(all=True):
+            if matches(other):
+                found.setdefault(len(other.config["history"]), other.id)
+    return [found.get(n, "<missing>") for n in range(len(history), 0, -1)]

@@ -38,6 +38,7 @@ import zlib
 from pathlib import Path
 
 from ctrkernel.errors import DigestMismatch, LayerError
+from ctrkernel.image import layertar
 from ctrkernel.image.layers import OPAQUE, WHITEOUT_PREFIX
 from ctrkernel.image.tarstream import TarReader
 
@@ -241,9 +242,7 @@ class _Unpacker:
         # mode given to open() survives the umask; fchown when the entry's owner is who we are
         # and no setgid directory (which hands its group down) is in play: a fresh tree only.
         self.umask = _umask()
-        st = os.fstat(self.fd)
-        fresh = whiteouts != "apply" and not st.st_mode & stat.S_ISGID
-        self.owner = (os.geteuid(), os.getegid()) if fresh else (-1, -1)
+        self.owner = _owner_of_new_files(self.fd, whiteouts)
 
     def close(self):
         os.close(self.fd)
@@ -485,6 +484,13 @@ class _Unpacker:
                 os.chmod(self.path(rel), 0o755)
 
 
+def _owner_of_new_files(root_fd, whiteouts):
+    """Who a file created here belongs to without a chown: us, in a fresh tree without a
+    setgid root (which hands its group down); (-1, -1), unknown, otherwise."""
+    fresh = whiteouts != "apply" and not os.fstat(root_fd).st_mode & stat.S_ISGID
+    return (os.geteuid(), os.getegid()) if fresh else (-1, -1)
+
+
 def _umask():
     """The process umask, read without changing it (os.umask would, for every thread);
     None where /proc does not say."""
@@ -517,6 +523,34 @@ def _rmtree(path):
 
 def _unpack(fileobj, root, whiteouts, digest=None, diff_id=None, name="layer"):
     tar_stream, outer, inner = open_layer_stream(fileobj)
+    try:
+        if whiteouts != "apply" and layertar.available():
+            # the same checks in C (layertar.c): a fresh tree only, so nothing to merge with
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                owner = _owner_of_new_files(fd, whiteouts)
+            finally:
+                os.close(fd)
+            layertar.unpack(tar_stream, root, whiteouts == "overlay", name, _umask(), owner)
+            unpacker = None
+        else:
+            unpacker = _unpack_in_python(tar_stream, root, whiteouts, name)
+    except _CorruptStream as e:
+        raise LayerError(name, f"not a valid compressed stream ({e})") from None
+    inner.drain()
+    outer.drain()
+    if digest and outer.digest != digest:
+        raise DigestMismatch(f"layer {name}", digest, outer.digest)
+    if diff_id and inner.digest != diff_id:
+        raise DigestMismatch(f"layer {name} (uncompressed)", diff_id, inner.digest)
+    if unpacker:
+        unpacker.finish()
+    return {"digest": outer.digest, "diff_id": inner.digest, "size": outer.size,
+            "tar_size": inner.size}
+
+
+def _unpack_in_python(tar_stream, root, whiteouts, name):
+    """The reference unpacker; the caller verifies digests, then calls finish()."""
     ahead = _ReadAhead(tar_stream)
     try:
         unpacker = _Unpacker(root, whiteouts)
@@ -527,19 +561,9 @@ def _unpack(fileobj, root, whiteouts, digest=None, diff_id=None, name="layer"):
             ahead.read()                         # the rest (after the end blocks) is hashed too
         finally:
             unpacker.close()
-    except _CorruptStream as e:
-        raise LayerError(name, f"not a valid compressed stream ({e})") from None
     finally:
         ahead.close()
-    inner.drain()
-    outer.drain()
-    if digest and outer.digest != digest:
-        raise DigestMismatch(f"layer {name}", digest, outer.digest)
-    if diff_id and inner.digest != diff_id:
-        raise DigestMismatch(f"layer {name} (uncompressed)", diff_id, inner.digest)
-    unpacker.finish()
-    return {"digest": outer.digest, "diff_id": inner.digest, "size": outer.size,
-            "tar_size": inner.size}
+    return unpacker
 
 
 def extract_layer(blob_path, dest, digest=None, diff_id=None, whiteouts=None):

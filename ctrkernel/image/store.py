@@ -45,6 +45,8 @@ DOCKER_MT_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_MT_CONFIG = "application/vnd.docker.container.image.v1+json"
 MANIFEST_TYPES = (MT_MANIFEST, DOCKER_MT_MANIFEST)
 CHUNK = 1 << 20
+# A temp file or extraction in tmp/ older than this belongs to no live writer (gc removes it).
+STALE_TMP = 3600
 
 
 def sha256_digest(data: bytes) -> str:
@@ -330,9 +332,10 @@ class Store:
             self._write_index(index)
         return [{"Untagged": name}]
 
-    def remove(self, reference, force=False, prune=True):
+    def remove(self, reference, force=False, prune=True, keep_parents=False):
         """`docker rmi`: untag; delete the image when its last tag goes. Returns Docker's log
-        lines ({"Untagged": ...} / {"Deleted": ...})."""
+        lines ({"Untagged": ...} / {"Deleted": ...}). keep_parents: leave the intermediate
+        build steps it was made from (`rmi --no-prune`)."""
         img = self.get(reference)
         log = []
         by_id = reference not in img.tags and refs.looks_like_id(reference)
@@ -355,7 +358,10 @@ class Store:
             self._write_index(index)
             if gone:
                 log.append({"Deleted": img.id})
-                log += self._remove_unused_parents(index, img.manifest_digest)
+                if keep_parents:
+                    self._orphan_parent(index, img.manifest_digest)
+                else:
+                    log += self._remove_unused_parents(index, img.manifest_digest)
         if gone and prune:
             self.gc()
         return log
@@ -373,6 +379,22 @@ class Store:
             return (self.parents / _hex(manifest_digest)).read_text().strip() or None
         except FileNotFoundError:
             return None
+
+    def _orphan_parent(self, index, digest):
+        """With the index lock held and `digest` just removed, its parent kept (`rmi
+        --no-prune`): a step no other image starts from any more is no longer hidden as an
+        intermediate image, so `images` lists it as <none> and `image prune` can remove it,
+        as Docker treats a parent left without children."""
+        parent = self.parent_of(digest)
+        (self.parents / _hex(digest)).unlink(missing_ok=True)
+        if not parent or any(self.parent_of(e["digest"]) == parent for e in index["manifests"]):
+            return
+        for e in index["manifests"]:
+            if e["digest"] == parent:
+                e.get("annotations", {}).pop(INTERMEDIATE, None)
+                if "annotations" in e and not e["annotations"]:
+                    del e["annotations"]
+        self._write_index(index)
 
     def _remove_unused_parents(self, index, digest):
         """With the index lock held and `digest` just removed: remove its parent too when that is
@@ -472,7 +494,7 @@ class Store:
                 for path in self.layers.iterdir():
                     if path.name.partition(".")[0] not in wanted and str(path) not in mounts:
                         _rmtree(path) if path.is_dir() else path.unlink()
-            cutoff = time.time() - 3600     # stale temp files of interrupted writers
+            cutoff = time.time() - STALE_TMP    # temp files of interrupted writers
             for path in self.tmp.iterdir():
                 with contextlib.suppress(OSError):
                     if path.lstat().st_mtime < cutoff:
@@ -498,8 +520,47 @@ class Store:
             check(manifest["config"]["digest"], f"config of {label}", manifest["config"].get("size"))
             for n, layer in enumerate(manifest.get("layers", [])):
                 check(layer["digest"], f"layer {n} of {label}", layer.get("size"))
+        problems += self._check_extracted()
         unique = {(p["digest"], p["problem"]): p for p in problems}
         return list(unique.values())
+
+    def _check_extracted(self):
+        """Problems of the extracted-layer cache (layers/ and the extractions in tmp/): a tree
+        no stored image has as a layer, or whose layer blob is gone (a container could still
+        mount it, but nothing could extract it again), and partial extractions an interrupted
+        process left in tmp/ (older than a live one could be). Only reported: `image prune`
+        and gc remove them."""
+        blob_of = {}                           # diff_id hex -> its layer blob's digest
+        for e in self._entries():
+            try:
+                manifest = self.read_json(e["digest"])
+                config = self.read_json(manifest["config"]["digest"])
+            except Exception:
+                continue                       # reported above as a missing/corrupt blob
+            for diff_id, layer in zip(config.get("rootfs", {}).get("diff_ids", []),
+                                      manifest.get("layers", [])):
+                blob_of[diff_id.partition(":")[2]] = layer["digest"]
+        problems = []
+        for path in sorted(self.layers.iterdir()):
+            name = path.name.partition(".")[0]
+            if not path.is_dir() or path.name.endswith(".size"):
+                continue
+            if name not in blob_of:
+                problem = "extracted, but no image in the store has this layer"
+            elif not self.has_blob(blob_of[name]):
+                problem = f"extracted, but its layer blob {blob_of[name]} is missing"
+            else:
+                continue
+            problems.append({"digest": "sha256:" + name, "what": f"extracted layer {path}",
+                             "problem": problem})
+        cutoff = time.time() - STALE_TMP
+        for path in sorted(self.tmp.glob("layer-*")):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and path.lstat().st_mtime < cutoff:
+                    problems.append({"digest": "", "what": f"extraction {path}",
+                                     "problem": "partial extraction left by an interrupted "
+                                                "process"})
+        return problems
 
 
 def _rmtree(path):

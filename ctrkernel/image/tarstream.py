@@ -74,13 +74,12 @@ def _pax_records(data, entry):
     out, pos = {}, 0
     while pos < len(data) and data[pos:pos + 1] != b"\0":
         space = data.find(b" ", pos, pos + 24)
-        try:
-            length = int(data[pos:space]) if space > pos else -1
-        except ValueError:
-            length = -1
+        # digits only (int() would take "+12", " 12" or "1_2"), as layertar.c reads them
+        length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else -1
         record = data[pos:pos + length] if length > space - pos + 2 else b""
         key, eq, value = record[space - pos + 1:-1].partition(b"=")
-        if not record.endswith(b"\n") or not eq or len(record) != length:
+        # a NUL inside a record would end the name early in any system call: refuse it
+        if not record.endswith(b"\n") or not eq or len(record) != length or b"\0" in record:
             raise LayerError(entry, f"malformed PAX extended header at byte {pos}")
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -97,6 +96,8 @@ def _pax_number(value, key, entry):
     if key != "mtime":
         return int(value)
     n = float(value)
+    if not -_TIME_MAX < n < _TIME_MAX:       # named as written (a float would round it)
+        raise LayerError(entry, f"absurd modification time {value} in tar header")
     return int(n) if n == int(n) else n
 
 

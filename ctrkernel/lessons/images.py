@@ -6,8 +6,8 @@
 - `sharing(images)`: how many bytes images share, against a world without sharing;
 - `layer_explorer(images)`: a plotly sunburst image -> layers -> largest paths, shared layers
   marked;
-- `vm_disk_sizes()`: what a virtual machine needs on disk here (kernel, initramfs, modules),
-  measured from the files of the kernel package the course boots.
+- `vm_disk_sizes(dir)`: a real VM disk image built here (ctrkernel.vm.disk) and its sizes, with
+  the kernel, initramfs and modules measured from the kernel package the course boots.
 """
 import glob
 import gzip
@@ -175,23 +175,48 @@ def layer_explorer(images, top=4, title="Images, their layers and their largest 
 
 # ------------------------------------------------------------------ a VM's disk, for contrast
 
-def vm_disk_sizes():
-    """Bytes of what booting a VM of this host's kernel needs, measured from its files.
+def vm_disk_sizes(directory=None, qcow2=True):
+    """Bytes of what booting a VM of this host's kernel needs, measured here.
 
-    A container image needs none of this: it uses the host's running kernel. Returns
-    {"kernel": b, "initramfs": b, "modules": b} for the newest /boot/vmlinuz-* found (0 where
-    absent), so that the notebook can compare and say what it measured.
+    Builds a real VM disk image (ctrkernel.vm.disk: ext4 with busybox, the kernel's modules,
+    /boot/vmlinuz and initrd) in `directory` (a temporary one, removed, when None) and returns
+    {"disk": DiskImage.to_dict() or None, "why": None or why no disk could be built,
+     "version", "kernel", "initramfs", "modules"}: the last four are the kernel's own files,
+    measured from the host whether or not a disk was built, so a host without mke2fs or
+    qemu-img still gets (labelled) numbers. A container image needs none of this: it uses the
+    host's running kernel.
     """
-    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not kernels:
-        return {"kernel": 0, "initramfs": 0, "modules": 0, "version": None}
-    kernel = kernels[-1]
-    version = kernel.split("vmlinuz-", 1)[1]
+    from ctrkernel.errors import CtrkernelError
+    from ctrkernel.vm import disk, initramfs, qemu
+    try:
+        kernel = str(qemu.find_kernel())
+    except CtrkernelError:
+        kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+        kernel = kernels[-1] if kernels else None
+    if kernel is None:
+        return {"disk": None, "why": "no /boot/vmlinuz-* on this host", "version": None,
+                "kernel": 0, "initramfs": 0, "modules": 0}
+    version = initramfs.kernel_release(kernel)
     initrd = f"/boot/initrd.img-{version}"
     modules = f"/lib/modules/{version}"
-    return {"version": version, "kernel": _size(kernel),
-            "initramfs": _size(initrd) if os.access(initrd, os.R_OK) else 0,
-            "modules": tree_bytes(modules) if os.path.isdir(modules) else 0}
+    result = {"disk": None, "why": None, "version": version, "kernel": _size(kernel),
+              "initramfs": _size(initrd) if os.access(initrd, os.R_OK) else 0,
+              "modules": tree_bytes(modules) if os.path.isdir(modules) else 0}
+    temporary = directory is None
+    if temporary:
+        import tempfile
+        directory = tempfile.mkdtemp(prefix="ctrkernel-vmdisk-")
+    try:
+        result["disk"] = disk.build(directory, kernel=kernel, qcow2=qcow2).to_dict()
+    except CtrkernelError as e:
+        result["why"] = str(e)
+    finally:
+        if temporary:
+            import shutil
+            shutil.rmtree(directory, ignore_errors=True)
+            if result["disk"]:
+                result["disk"]["path"] = result["disk"]["qcow2_path"] = None  # removed
+    return result
 
 
 def _size(path):

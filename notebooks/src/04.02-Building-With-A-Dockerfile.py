@@ -7,13 +7,13 @@
 # files becomes a layer. Because a step's layer depends only on the step below it and on its own
 # inputs, an unchanged step is never redone: the **build cache**. This section builds an image
 # from a Dockerfile, watches the cache work, commits a container by hand, and then compares the
-# image with what a virtual machine needs on disk.
+# image with a virtual machine's disk image, built from this machine's files.
 #
 # **Objectives**
 # - read a build's log and say which steps made layers and which only changed the config;
 # - predict which steps a change invalidates, and check it;
 # - know what `docker commit` records, and why a Dockerfile is better;
-# - compare an image's size with a VM's kernel, initramfs and modules, measured here.
+# - compare an image's size with a real VM disk image built (and booted) here.
 
 # %%
 import ctrkernel
@@ -177,36 +177,91 @@ except ctrkernel.CtrkernelError as e:
     print("this host cannot run the container to commit:", e)
 
 # %% [markdown]
-# ## 5 · An image against a VM's disk
+# ## 5 · An image against a VM's disk image
 #
 # A container image holds only the application's files: it uses the host's running kernel. A VM
-# must bring its own kernel, an initramfs to boot it, the kernel's modules, and then a whole
-# operating system's files on a disk image. The first three are measured here from the kernel
-# package the course boots in chapter 01 (the OS disk comes on top of them).
+# must bring its own kernel, an initramfs to boot it, the kernel's modules, and an operating
+# system, all on a **disk image**. Here we build a real one, the smallest this machine can make
+# with no network: an ext4 filesystem on a raw disk holding static busybox as `/bin/sh` and
+# `/sbin/init`, the booted kernel's whole modules directory, and `/boot/vmlinuz` + `initrd.img`.
+# `mke2fs -d` fills the filesystem from a directory, so this needs neither root nor a mount.
+# A real distribution's disk holds far more than this one (a package manager, libraries, a shell
+# with its own dependencies, ...): what follows is a **lower bound** for a VM.
+#
+# Three sizes describe a disk image (`qemu-img info`): its *virtual size* (the disk the guest
+# sees), its *allocated* bytes (a raw file is sparse: free space takes nothing on the host), and
+# the compressed `qcow2` it is shipped as. An image has two: its layer blobs as pulled
+# (gzip-compressed) and its layers unpacked.
 
 # %%
 import plotly.graph_objects as go
+from ctrkernel.vm import disk as vmdisk
 
-vm = L.vm_disk_sizes()
-app_bytes = sum(r["bytes"] for r in L.layer_rows(app))
-parts = {"container image app:1 (all layers)": app_bytes,
-         "VM kernel (vmlinuz)": vm["kernel"], "VM initramfs": vm["initramfs"],
-         "VM kernel modules": vm["modules"]}
-fig = go.Figure(go.Bar(x=list(parts), y=[v / 1e6 for v in parts.values()],
-                       text=[L.human(v) for v in parts.values()], textposition="outside"))
-fig.update_layout(title=f"What must be on disk (kernel {vm['version']}), measured on this machine",
-                  yaxis_title="MB", height=420)
-print(f"the VM's kernel files are {(vm['kernel'] + vm['initramfs'] + vm['modules']) / app_bytes:,.0f}"
-      " times the size of the whole container image")
+vm = L.vm_disk_sizes(work / "vm")
+image_bytes = {"compressed (layer blobs: a pull)": sum(l["size"] for l in app.layers),
+               "uncompressed (layer tars)": app.size}
+if vm["disk"]:
+    d = vm["disk"]
+    print(f"built a VM disk image for kernel {vm['version']} in {d['seconds']:.1f} s; it holds:")
+    for part, n in d["parts"].items():
+        print(f"  {part:20} {L.human(n):>9}")
+    disk_bytes = {"compressed (qcow2: a download)": d["qcow2_bytes"],
+                  "allocated on the host (raw, sparse)": d["allocated"],
+                  "virtual size (what the guest sees)": d["virtual_size"]}
+else:
+    # Fallback, labelled: without mke2fs/qemu-img only the kernel's own files are measured.
+    print("no VM disk image could be built here:", vm["why"])
+    print("fallback: the kernel, initramfs and modules only; the OS disk would come on top")
+    disk_bytes = {"kernel + initramfs + modules (no disk)":
+                  vm["kernel"] + vm["initramfs"] + vm["modules"]}
+fig = go.Figure()
+for name, values, color in (("container image app:1", image_bytes, "#1f77b4"),
+                            ("VM disk image" if vm["disk"] else "VM kernel files (fallback)",
+                             disk_bytes, "#d62728")):
+    fig.add_bar(name=name, y=[f"{name}: {k}" for k in values], x=[v / 1e6 for v in values.values()],
+                orientation="h", marker_color=color, text=[L.human(v) for v in values.values()],
+                textposition="outside", cliponaxis=False)
+fig.update_layout(title="An image against a VM disk image, both measured on this machine",
+                  xaxis_title="MB (log scale)", xaxis_type="log", height=420,
+                  margin={"l": 20, "r": 90})
+smallest_vm = min(disk_bytes.values())
+print(f"the VM's smallest form is {smallest_vm / image_bytes['compressed (layer blobs: a pull)']:,.0f}"
+      " times the container image as pulled")
 fig
+
+# %% [markdown]
+# The disk is not a pile of bytes: boot it, as a cloud VM boots. QEMU reads the kernel and the
+# initrd from the disk's `/boot`, the initrd finds the root filesystem on `/dev/vda`, and
+# busybox's `init` *from the disk* becomes PID 1 and runs its rc script, which reports and powers
+# off. (Under software emulation this takes seconds; the guest's writes are thrown away, so the
+# disk measured above is unchanged.)
+
+# %%
+if vm["disk"]:
+    try:
+        booted = vmdisk.boot(vm["disk"]["path"])
+        print(f"booted under {booted.accelerator}: PID 1 is {booted.pid1!r}, root is "
+              f"{booted.root}, {booted.seconds_to_init:.1f} s from QEMU's launch to init")
+    except ctrkernel.CtrkernelError as e:
+        print("this host cannot boot the disk:", e)
+else:
+    print("no disk to boot:", vm["why"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-# Check your work: is the whole image smaller than the VM's kernel, initramfs and modules
-# alone (before any of the VM's OS files)?
-vm_boot = vm["kernel"] + vm["initramfs"] + vm["modules"]
-print("measured the VM's kernel files:", vm_boot > 0)
-print("image smaller than the VM's kernel files alone:", vm_boot == 0 or app_bytes < vm_boot)
+# Check your work: is the disk a real ext4 filesystem with busybox and the modules in it, read
+# without mounting? Is even the uncompressed image smaller than the VM disk as shipped?
+if vm["disk"]:
+    inside = vmdisk.listing(vm["disk"]["path"], "/bin")
+    print("ext4:", "extent" in vmdisk.filesystem(vm["disk"]["path"])["Filesystem features"])
+    print("/bin/busybox in the disk:", "busybox" in inside)
+    print("kernel modules in the disk:",
+          vm["version"] in vmdisk.listing(vm["disk"]["path"], "/lib/modules"))
+    print("sparse (allocated < virtual size):", d["allocated"] < d["virtual_size"])
+    print("image uncompressed < VM disk compressed:", app.size < d["qcow2_bytes"])
+else:
+    print("fallback (no disk built): image < the VM's kernel files alone:",
+          app.size < vm["kernel"] + vm["initramfs"] + vm["modules"])
 
 # %% [markdown]
 # ## Key points
@@ -217,8 +272,8 @@ print("image smaller than the VM's kernel files alone:", vm_boot == 0 or app_byt
 #   changes most.
 # - Errors name the Dockerfile line; a malformed file fails before anything runs.
 # - `commit` keeps a container's changes but not how they were made.
-# - An image carries only the application's files; a VM carries a kernel, its modules and a
-#   whole OS on top.
+# - An image carries only the application's files; a VM's disk carries a kernel, its modules,
+#   an initrd and a whole OS. Even the smallest disk built here is many times the image.
 #
 # ## Exercises
 #
