@@ -113,6 +113,12 @@ def test_history_shows_the_build_steps_ids_and_formats(built):
     lines = [json.loads(l) for l in cli("history", "--format", "json", "flagtest:1")
              .stdout.splitlines()]
     assert [l["ID"] for l in lines] == ids and lines[0]["CreatedBy"].endswith("ENV X=1")
+    # `docker inspect` names the image each step started from; busybox was made here, not
+    # built from another image
+    (info,) = json.loads(cli("image", "inspect", "flagtest:1").stdout)
+    assert info["Parent"] == full[1]
+    (info,) = json.loads(cli("image", "inspect", "busybox").stdout)
+    assert info["Parent"] == ""
 
 
 def test_rmi_no_prune_keeps_the_intermediate_steps(tmp_path):

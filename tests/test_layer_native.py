@@ -318,3 +318,20 @@ def test_without_a_compiler_the_python_path_gives_the_same_layer(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", expected, expected]
     assert not list((tmp_path / "home").glob("bin/*layertar*"))
+
+
+def test_a_refused_layer_does_not_kill_a_process_that_takes_sigpipe(tmp_path):
+    """The C side stops reading at the first bad entry while the feeding thread still writes:
+    that thread must get EPIPE, not a SIGPIPE, in a host program that does not ignore it."""
+    big = [_info(f"f{n}", data=os.urandom(1 << 20)) for n in range(40)]   # > the pipe's buffer
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(_archive([_info("../escape", data=b"x")] + big))
+    code = ("import signal, sys; signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+            "from ctrkernel.errors import LayerError\n"
+            "from ctrkernel.image.extract import extract_layer\n"
+            "try: extract_layer(sys.argv[1], sys.argv[2])\n"
+            "except LayerError as e: print('refused:', e.reason)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(blob), str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "refused: path contains '..'" in out.stdout, out
+    assert not (tmp_path / "x").exists()

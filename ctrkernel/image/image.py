@@ -129,8 +129,8 @@ class Image:
         return {
             "Id": self.id,
             "RepoTags": list(self.tags),
-            "RepoDigests": [],
-            "Parent": "",
+            "RepoDigests": [],          # as Docker: only images pulled from a registry
+            "Parent": self._parent_id(),
             "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": self.created,
             "Author": cfg.get("author", ""),
@@ -143,6 +143,16 @@ class Image:
             "Descriptor": {"mediaType": self.manifest_media_type,
                            "digest": self.manifest_digest, "size": self.manifest_size},
         }
+
+    def _parent_id(self):
+        """The image this one was made from here (a build's previous step, a commit's image),
+        as `docker inspect` shows it; "" for images loaded or made from scratch."""
+        from ctrkernel.errors import CtrkernelError
+        parent = self.store.parent_of(self.manifest_digest)
+        try:
+            return self.store.get("x@" + parent).id if parent else ""
+        except CtrkernelError:
+            return ""                   # removed since
 
     def tag(self, repository, tag=None):
         return self.store.tag(self.id, f"{repository}:{tag}" if tag else repository)

@@ -14,6 +14,7 @@ Tests set `enabled = False` to run the Python paths on purpose.
 import ctypes
 import fcntl
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def unpack(stream, root, overlay, name, umask, owner):
     failed = []
 
     def feed():              # decompressing and hashing in this thread, on the other core
+        # EPIPE, not a SIGPIPE that would kill a host process which does not ignore it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
         try:
             while chunk := stream.read(_CHUNK):
                 write_all(w, chunk)
