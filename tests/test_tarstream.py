@@ -286,3 +286,11 @@ def test_global_records_do_not_change_the_extended_headers_themselves():
     (e, data), = _read_all(buf.getvalue())
     assert (e.name, data, e.mtime) == ("n" * 150, b"abc", 42)
     _same_as_tarfile(buf.getvalue())
+
+
+def test_digits_after_a_nul_are_not_part_of_a_number():
+    """A field's text ends at its first NUL (tarfile and GNU tar read it so; a fast path once
+    read `\\0700700\\0` as 0o700700). Found by fuzzing the C unpacker against this reader."""
+    blob = _with_field(_archive([_info("f", data=b"x")]), 100, b"\x00700700")
+    (e, _), = _same_as_tarfile(blob)
+    assert e.mode == 0

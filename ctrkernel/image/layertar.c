@@ -1067,9 +1067,12 @@ static int parse_header(struct unpacker *u, const unsigned char *b, struct entry
         return fail(e, CT_LAYER, m->name.s, "owner or device number out of range in tar header "
                     "(%lld:%lld, %lld,%lld)", (long long)m->uid, (long long)m->gid,
                     (long long)m->devmajor, (long long)m->devminor);
-    if (!(m->mtime_sec > -TIME_MAX && m->mtime_sec < TIME_MAX))
-        return fail(e, CT_LAYER, m->name.s, "absurd modification time %lld in tar header",
-                    (long long)m->mtime_sec);
+    if (!(m->mtime_sec > -TIME_MAX && m->mtime_sec < TIME_MAX)) {
+        char digits[48];
+        int128_text(digits, sizeof digits, (m->mtime_sec == INT64_MAX || m->mtime_sec == INT64_MIN)
+                                           ? v[4] : m->mtime_sec);
+        return fail(e, CT_LAYER, m->name.s, "absurd modification time %s in tar header", digits);
+    }
 #undef CLAMP
     return 0;
 }

@@ -238,7 +238,9 @@ class TarReader:
         # Fast path: the usual zero-padded octal text, checked by one C call; anything else
         # (base-256, stray bytes, blank fields) goes through the careful per-field parse.
         values = None
-        if not nums.translate(None, _OCTAL_CHARS):
+        # (a digit after a NUL ends the text there, as tarfile reads it: careful path)
+        if not nums.translate(None, _OCTAL_CHARS) and not any(
+                b"\0" in f.rstrip(b"\0 ") for f in _NUMS.unpack(nums)):
             try:
                 values = list(map(int, _NUMS.unpack(nums.translate(_NUL_TO_SPACE)), _EIGHTS))
             except ValueError:
