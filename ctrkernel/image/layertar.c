@@ -1058,7 +1058,8 @@ static int parse_header(struct unpacker *u, const unsigned char *b, struct entry
         if (m->size_text[0])
             snprintf(digits, sizeof digits, "%s", m->size_text);
         else
-            int128_text(digits, sizeof digits, m->size == INT64_MAX ? v[3] : m->size);
+            int128_text(digits, sizeof digits,
+                        (m->size == INT64_MAX || m->size == INT64_MIN) ? v[3] : m->size);
         return fail(e, CT_LAYER, m->name.s, "absurd size %s in tar header", digits);
     }
     /* out-of-range values would otherwise fail deep inside chown/utime/makedev */
