@@ -1,7 +1,11 @@
 """One namespace at a time, for chapter 02: what changes inside, and what stays the same outside.
 
-    from ctrkernel.lessons.nsdemo import alone
+    from ctrkernel.lessons.nsdemo import alone, holding, ps_sees_only_itself
     alone("uts")      # a child with only a new UTS namespace sets its hostname; ours is unchanged
+    alone("uts", hostname="box")
+    with holding("uts", hostname="box") as pid:   # a live process to inspect from outside:
+        os.readlink(f"/proc/{pid}/ns/uts")        # differs from /proc/self/ns/uts; nsenter works
+    ps_sees_only_itself("pid", "mnt")             # which namespaces make `ps` see so little
 
 Each demo runs in a fresh worker process (`python -m ctrkernel.lessons.nsdemo KIND`), never in
 the notebook kernel itself: the kernel has threads, and a namespace entered by unshare() would
@@ -9,9 +13,12 @@ stay with it. The worker reports what it saw inside as JSON; this side adds what
 As root the worker unshares directly; rootless it first enters a user namespace (the only one
 an unprivileged user may create); where neither works, `alone` raises HostLacks saying why.
 """
+import contextlib
 import html
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +39,24 @@ WHAT_IT_ISOLATES = {
 }
 PROBE_CHECK = {"uts": "utsns", "pid": "pidns", "mnt": "mountns", "net": "netns", "ipc": "ipcns",
                "user": "userns", "cgroup": "cgroupns"}
+DEFAULT_HOSTNAME = "container"
+HOST_NAME_MAX = 64  # the kernel's limit for sethostname(), in bytes
+READY_TIMEOUT = 60  # seconds a worker may take to enter its namespace and say so
+
+
+def _check_request(kind, hostname):
+    """Validate the arguments here, so a learner gets one clear error, not a worker traceback."""
+    if kind not in KINDS:
+        raise CtrkernelError(f"unknown namespace {kind!r}; choose one of {', '.join(KINDS)}")
+    if hostname is None:
+        return DEFAULT_HOSTNAME if kind == "uts" else None
+    if kind != "uts":
+        raise CtrkernelError(f"hostname= only applies to the uts namespace, not {kind!r}")
+    if not isinstance(hostname, str) or not hostname or "\0" in hostname \
+            or len(hostname.encode()) > HOST_NAME_MAX:
+        raise CtrkernelError(f"hostname must be 1 to {HOST_NAME_MAX} bytes with no NUL, "
+                             f"got {hostname!r}")
+    return hostname
 
 
 def ns_inode(kind, pid="self"):
@@ -83,16 +108,19 @@ class Demo:
                 f"<th>outside (this notebook)</th></tr>{rows}</table>")
 
 
-def alone(kind):
-    """Run a child in a new `kind` namespace only (plus a user namespace when not root)."""
+def alone(kind, hostname=None):
+    """Run a child in a new `kind` namespace only (plus a user namespace when not root).
+
+    For "uts" the child sets `hostname` (default "container") inside its namespace.
+    """
     from ctrkernel.host import doctor
 
-    if kind not in KINDS:
-        raise CtrkernelError(f"unknown namespace {kind!r}; choose one of {', '.join(KINDS)}")
+    hostname = _check_request(kind, hostname)
     report = doctor()
     report.require(PROBE_CHECK[kind], f"a demo of the {kind} namespace")
     rootless = not report.ok("root")
-    done = subprocess.run([sys.executable, "-m", "ctrkernel.lessons.nsdemo", kind],
+    done = subprocess.run([sys.executable, "-m", "ctrkernel.lessons.nsdemo", kind]
+                          + ([hostname] if hostname else []),
                           capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise CtrkernelError(f"the {kind} demo failed: {done.stderr.strip()[-500:]}")
@@ -103,6 +131,81 @@ def alone(kind):
                            else "the tmpfs is visible here!")
     how = " (inside a user namespace, as you are not root)" if rootless and kind != "user" else ""
     return Demo(kind, inside, outside, how)
+
+
+@contextlib.contextmanager
+def holding(kind, hostname=None):
+    """Keep a process in a new `kind` namespace alive for the `with` block; yield its PID.
+
+    The PID is the host's number for the process that is in the namespace, so the learner can
+    look at /proc/<pid>/ns/<kind> from outside, or enter it with nsenter. For "pid" that is the
+    namespace's PID 1 (the caller of unshare stays outside; its child is the one inside).
+    On leaving the block the process is killed and reaped: no process and no zombie remain.
+    """
+    from ctrkernel.host import doctor
+
+    hostname = _check_request(kind, hostname)
+    doctor().require(PROBE_CHECK[kind], f"holding a {kind} namespace open")
+    # The worker waits for EOF on its stdin: closing our end (or our death, which closes it
+    # too) is what ends it, so even a crashed notebook kernel leaves nothing behind.
+    proc = subprocess.Popen([sys.executable, "-m", "ctrkernel.lessons.nsdemo", "hold", kind]
+                            + ([hostname] if hostname else []),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            why = _release(proc).strip()[-500:] or f"no answer within {READY_TIMEOUT} s"
+            raise CtrkernelError(f"could not hold a {kind} namespace: {why}")
+        pid = json.loads(line)["pid"]
+        yield pid
+    finally:
+        _release(proc)
+
+
+def _release(proc):
+    """End a holding worker and reap it (it reaps its own child first); return its stderr."""
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # a worker stuck in the kernel: no more politeness
+        proc.kill()
+        proc.wait()
+    errors = ""
+    if not proc.stderr.closed:
+        errors = proc.stderr.read()  # the worker has exited: this cannot block
+    for f in (proc.stdout, proc.stderr):
+        f.close()
+    return errors
+
+
+PS_SETUPS = {("pid",): "a PID namespace, still reading the host's /proc",
+             ("mnt",): "a mount table of its own, still in our PID namespace",
+             ("mnt", "pid"): "a PID namespace and a fresh /proc in its own mount namespace"}
+
+
+def ps_sees_only_itself(*kinds):
+    """Does `ps` in a child given only these namespaces ("pid", "mnt" or both) see only itself?
+
+    Runs the real experiment in a worker: the child lists /proc, as ps does, and answers True
+    when the only process it finds is itself. Raises HostLacks where a namespace is missing.
+    """
+    from ctrkernel.host import doctor
+
+    setup = tuple(sorted(set(kinds)))
+    if setup not in PS_SETUPS:
+        raise CtrkernelError(f"choose 'pid', 'mnt' or both, not {kinds!r}")
+    report = doctor()
+    for kind in setup:
+        report.require(PROBE_CHECK[kind], f"the ps experiment with a {kind} namespace")
+    done = subprocess.run([sys.executable, "-m", "ctrkernel.lessons.nsdemo", "ps", *setup],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise CtrkernelError(f"the ps experiment failed: {done.stderr.strip()[-500:]}")
+    seen = json.loads(done.stdout)
+    return seen["pids"] == [seen["me"]]
 
 
 def escape_attempt(how):
@@ -170,11 +273,11 @@ def _enter(kind):
         _libc.unshare(_libc.NAMESPACE_FLAGS[kind])
 
 
-def _worker(kind):
+def _worker(kind, hostname=None):
     _enter(kind)
     result = {"ns_inode": ns_inode(kind)}
     if kind == "uts":
-        _libc.sethostname("container")
+        _libc.sethostname(hostname or DEFAULT_HOSTNAME)
         result["view"] = socket.gethostname()
     elif kind == "pid":
         # The caller of unshare(CLONE_NEWPID) stays where it was; its next child is PID 1.
@@ -210,8 +313,69 @@ def _worker(kind):
     json.dump(result, sys.stdout)
 
 
+def _hold_worker(kind, hostname=None):
+    """Enter `kind`, report the PID that is inside, and wait for EOF on stdin; then clean up."""
+    # An interrupt meant for the notebook kernel must not kill us before we reap our child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _enter(kind)
+    if kind == "uts":
+        _libc.sethostname(hostname or DEFAULT_HOSTNAME)
+    inside, child = os.getpid(), None
+    if kind == "pid":
+        # unshare(CLONE_NEWPID) moved only our future children: the first one is PID 1 there.
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(w)
+            os.read(r, 1)  # returns when the worker is gone, however it went
+            os._exit(0)
+        os.close(r)
+        inside = child
+    print(json.dumps({"pid": inside}), flush=True)
+    sys.stdin.read()
+    if child:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
+def _ps_worker(kinds):
+    """The ps experiment: a child lists /proc as ps does and reports the PIDs and its own."""
+    from ctrkernel._probe import enter_userns
+
+    if os.geteuid() != 0:
+        enter_userns()
+    if "pid" in kinds:
+        _libc.unshare(_libc.CLONE_NEWPID)
+    r, w = os.pipe()
+    child = os.fork()  # in the new PID namespace, if there is one
+    if child == 0:
+        os.close(r)
+        if "mnt" in kinds:
+            _libc.unshare(_libc.CLONE_NEWNS)
+            _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
+            # A fresh /proc shows the PID namespace of whoever mounts it, so only with a new
+            # PID namespace is there anything new to show. Without one we keep the copy of our
+            # /proc (rootless the kernel would refuse a new one anyway: it would show a PID
+            # namespace we do not own), so the experiment is the same as root and rootless.
+            if "pid" in kinds:
+                _libc.mount("proc", "/proc", "proc", 0)
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        os.write(w, json.dumps({"pids": pids, "me": os.getpid()}).encode())
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.waitpid(child, 0)
+    sys.stdout.write(b"".join(chunks).decode())
+
+
 if __name__ == "__main__":
     if sys.argv[1].startswith("escape-"):
         _escape_worker(sys.argv[1][len("escape-"):])
+    elif sys.argv[1] == "hold":
+        _hold_worker(*sys.argv[2:4])
+    elif sys.argv[1] == "ps":
+        _ps_worker(sys.argv[2:])
     else:
-        _worker(sys.argv[1])
+        _worker(*sys.argv[1:3])

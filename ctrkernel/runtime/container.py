@@ -91,7 +91,8 @@ def create(image, command=None, name=None, env=None, environment=None, workdir=N
     if network not in ("none", "host"):
         raise InvalidArgument(f"network {network!r}: only 'none' and 'host' exist here")
     pairs = portlib.normalize(ports)
-    if pairs and network == "host":
+    ports_discarded = bool(pairs) and network == "host"
+    if ports_discarded:
         pairs = []  # as Docker: published ports are discarded in host network mode
 
     container_id = state.new_id()
@@ -158,6 +159,10 @@ def create(image, command=None, name=None, env=None, environment=None, workdir=N
                          "mapped")
         if pairs:
             notes.append("published ports listen on 127.0.0.1 only")
+        if ports_discarded:
+            # Docker's own words (the CLI prints notes as "WARNING: ..."): the container's
+            # ports already are the host's, so there is nothing to publish.
+            notes.append("Published ports are discarded when using host network mode")
         if shim_path is None:
             notes.append("no C compiler: a Python process waits for this container (~10 MiB)")
         isolation = {
@@ -322,14 +327,25 @@ class Container:
         cgroup = self.cgroup
         owner = state.identity(os.getpid()) if _attached else None
         # Written before the chain starts, so a crash in between leaves a record to prune.
-        state.write_json(self.dir, "run.json", {"starting": True, "owner": owner,
-                                                "controller": state.identity(os.getpid())})
+        starting = {"starting": True, "owner": owner,
+                    "controller": state.identity(os.getpid())}
+        state.write_json(self.dir, "run.json", starting)
+
+        def record_pids(pids):
+            # The chain's pids, recorded the moment they are known (still "starting": the
+            # command has not been exec'd yet). A controller killed from here on (Ctrl-C,
+            # kill -9) leaves a record that `prune` uses to kill the shim and init.
+            state.write_json(self.dir, "run.json",
+                             dict(starting, shim=state.identity(pids["shim"]),
+                                  init=state.identity(pids["init"])))
+
         try:
             plan = self._plan()
             if NATIVE_CHAIN and plan["shim"] and plan["mode"] == "namespaces":
-                pids = spawn.launch_native(plan, cgroup, listeners, str(self.dir / "plan"))
+                pids = spawn.launch_native(plan, cgroup, listeners, str(self.dir / "plan"),
+                                           on_pids=record_pids)
             else:
-                pids = spawn.launch(plan, cgroup, listeners)
+                pids = spawn.launch(plan, cgroup, listeners, on_pids=record_pids)
         except CtrkernelError as e:
             if not state.read_json(self.dir, "status.json"):
                 # The chain died before the shim could record anything.
@@ -614,14 +630,18 @@ class Container:
         return {"Titles": ["UID", "PID", "PPID", "STIME", "TIME", "CMD"], "Processes": rows}
 
     def diff(self):
-        """[{"Path": ..., "Kind": 0 changed | 1 added | 2 deleted}] from the writable layer."""
+        """[{"Path": ..., "Kind": 0 changed | 1 added | 2 deleted}] from the writable layer,
+        or, for a root that is a copy of the image, from comparing the copy with the image."""
         kind = self.attrs["Isolation"]["rootfs"]
-        if kind not in ("overlayfs", "fuse-overlayfs"):
-            raise HostLacks("diff", f"an overlay writable layer (this container's root is a "
-                            f"{kind})", "Overlay needs root or a kernel allowing it in a user "
-                            "namespace, or fuse-overlayfs.")
-        return [{"Path": path, "Kind": diffs.KIND[k]}
-                for k, path in diffs.changes(self.upper_dir, self.attrs["Layers"])]
+        if kind in ("overlayfs", "fuse-overlayfs"):
+            found = diffs.changes(self.upper_dir, self.attrs["Layers"])
+        elif kind in ("copy", "proot-copy"):
+            found = diffs.copy_changes(self.dir / "rootfs", self.attrs["Layers"])
+        else:
+            raise HostLacks("diff", f"a writable layer or a copied root (this container's "
+                            f"root is a {kind})", "Overlay needs root or a kernel allowing it "
+                            "in a user namespace, or fuse-overlayfs.")
+        return [{"Path": path, "Kind": diffs.KIND[k]} for k, path in found]
 
 
 def _read(path):

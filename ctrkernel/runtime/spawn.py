@@ -36,9 +36,13 @@ from ctrkernel.runtime import rootfs, security
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def launch_native(plan, cgroup, listeners, plan_path):
+def launch_native(plan, cgroup, listeners, plan_path, on_pids=None):
     """The same chain, built by the C shim (`shim run PLAN`): spawned with posix_spawn, so the
-    caller's memory is never copied, and no Python runs in the container's processes."""
+    caller's memory is never copied, and no Python runs in the container's processes.
+
+    on_pids({"shim": pid, "init": pid}) is called as soon as the pids are known, before the
+    command is exec'd: the caller records them, so that if it dies in the meantime, `prune`
+    can find and kill the chain."""
     uid, gid, extra = security.resolve_user(plan["user"], layers=plan["layers"])
     records = [("rootfs_kind", plan["rootfs_kind"]), ("rootfs", plan["rootfs"]),
                ("lower", ":".join(reversed(plan["layers"]))), ("upper", plan["upper"]),
@@ -81,6 +85,8 @@ def launch_native(plan, cgroup, listeners, plan_path):
     info = _read_all(info_r).split()
     pids = {"shim": int(info[0]), "init": int(info[1])} if len(info) == 2 else None
     try:
+        if pids and on_pids is not None:
+            on_pids(pids)  # before anything else can take time (B still waits for "go")
         if pids and cgroup is not None:
             cgroup.add_process(pids["init"])  # before it execs: no moment without limits
         if pids:
@@ -99,8 +105,10 @@ def resource_infinity():
     return resource.RLIM_INFINITY
 
 
-def launch(plan, cgroup, listeners):
-    """Start the chain; return {"shim": pid, "init": pid}. Raises on setup or exec failure."""
+def launch(plan, cgroup, listeners, on_pids=None):
+    """Start the chain; return {"shim": pid, "init": pid}. Raises on setup or exec failure.
+    on_pids is called as in launch_native, once A has reported the pids (B may still be
+    setting up its root)."""
     info_r, info_w = os.pipe()
     err_r, err_w = os.pipe()
     c1 = os.fork()
@@ -110,8 +118,10 @@ def launch(plan, cgroup, listeners):
     os.close(err_w)
     os.waitpid(c1, 0)
     info = _read_all(info_r).split()
-    error = _read_all(err_r).decode(errors="replace")
     pids = {"shim": int(info[0]), "init": int(info[1])} if len(info) == 2 else None
+    if pids and on_pids is not None:
+        on_pids(pids)
+    error = _read_all(err_r).decode(errors="replace")
     if pids and cgroup is not None:
         cgroup.add_process(pids["init"])  # bookkeeping; B joined its group itself (enter())
     return _outcome(plan, pids, error)
@@ -203,6 +213,9 @@ def _process_a(plan, cgroup, listeners, info_w, err_w):
         _libc.sethostname(plan["hostname"])
     b = os.fork()
     if b == 0:
+        # B must not hold the info pipe: the caller reads it to its end to learn the pids,
+        # and should learn them now, not only once B has exec'd.
+        os.close(info_w)
         _child(lambda: _process_b(plan, cgroup, err_w), err_w)
     os.write(info_w, f"{os.getpid()} {b}\n".encode())
     os.close(info_w)

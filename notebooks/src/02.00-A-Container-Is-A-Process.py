@@ -49,6 +49,8 @@ for kind in sorted(os.listdir(f"/proc/{me.pid}/ns")):
 # namespace inode change, and the hostname, process list, mounts or interfaces with it.
 
 # %%
+import socket
+
 from ctrkernel.errors import HostLacks
 from ctrkernel.lessons.nsdemo import KINDS, alone
 
@@ -71,6 +73,39 @@ for kind in KINDS:
 #
 # On a host that forbids namespaces (Binder), each demo says so instead: that is the honest
 # outcome, since no process there may create one.
+#
+# ### Look at one from outside while it lives
+#
+# Each child above was gone by the time its table appeared. `holding(kind)` keeps one alive
+# for the length of a `with` block and gives you its PID *as the host numbers it*, so you can
+# inspect it from outside like any other process: its `/proc/<pid>/ns/uts` link names a
+# different namespace than ours, and `nsenter` (which calls `setns()` to join another process's
+# namespaces) runs `hostname` in there. When the block ends the process is killed and reaped.
+
+# %%
+import shutil
+import subprocess
+
+from ctrkernel.lessons.nsdemo import holding
+
+try:
+    with holding("uts", hostname="held-box") as pid:
+        print("a process in its own UTS namespace: PID", pid)
+        print("  /proc/<pid>/ns/uts  ->", os.readlink(f"/proc/{pid}/ns/uts"))
+        print("  /proc/self/ns/uts   ->", os.readlink("/proc/self/ns/uts"), "(this notebook)")
+        # As root nsenter may join any namespace; rootless it must first join the process's
+        # user namespace (which we own), where it gets the right to enter the UTS one.
+        join = ["--uts"] if os.geteuid() == 0 else ["--user", "--preserve-credentials", "--uts"]
+        if shutil.which("nsenter"):
+            seen = subprocess.run(["nsenter", f"--target={pid}", *join, "hostname"],
+                                  capture_output=True, text=True)
+            print("  nsenter ... hostname:", (seen.stdout or seen.stderr).strip())
+        else:
+            print("  (nsenter is not installed here: the ns links above are the evidence)")
+        print("  our own hostname:    ", socket.gethostname())
+    print("after the block, does the process still exist?", os.path.exists(f"/proc/{pid}"))
+except HostLacks as e:
+    print(f"uts: cannot be shown on this host.\n  {e}")
 
 # %% [markdown]
 # ## 3. A new root: `chroot` is not enough, `pivot_root` is
@@ -130,6 +165,19 @@ with open("/proc/mounts") as f:
     print("mounts the host has:", sum(1 for _ in f))
 
 # %% [markdown]
+# **On a Binder-like host** (`isolation: none` in the first cell) this section looks different,
+# and that is the truth about such a host, not a failure of the course:
+#
+# - both escape demos print *cannot be shown on this host*: each needs a private mount
+#   namespace, which an unprivileged user may only create inside a user namespace, and Binder
+#   forbids user namespaces;
+# - the container above still runs, but without `pivot_root`. ctrkernel falls back to `proot`,
+#   which fakes the root by rewriting the path in every system call the container makes (it
+#   traces it with `ptrace`). `ls /` shows the image, yet the container counts exactly as many
+#   mounts as the host: nothing was unmounted. Like `chroot`, the host's filesystem is only
+#   hidden, not gone. Section 4 prints `'rootfs': 'proot-copy', 'pivot_root': False` to say so.
+
+# %% [markdown]
 # ## 4. All together: a container
 #
 # A container is one process given all the namespaces at once, a new root by `pivot_root`, a
@@ -149,7 +197,10 @@ except HostLacks as e:
 
 if box is not None:
     print("isolation it really had:", box.isolation)
-    print("inside, the main process is:", box.exec_run(["sh", "-c", "echo PID $$ of; ps"]).output.decode())
+    # exec_run starts a new process in the container's namespaces: this shell is not the
+    # container's main process (`sleep`), it joins it.
+    print("inside, seen by a shell exec'd into the container:",
+          box.exec_run(["sh", "-c", "echo the shell is PID $$, and ps lists:; ps"]).output.decode())
     print("on the host the same process is PID", box.pid, "->", psutil.Process(box.pid).cmdline())
     for kind in ("pid", "uts", "mnt", "net"):
         same = os.stat(f"/proc/{box.pid}/ns/{kind}").st_ino == os.stat(f"/proc/self/ns/{kind}").st_ino
@@ -157,8 +208,10 @@ if box is not None:
 
 # %% [markdown]
 # Notice: the host sees the container's `sleep` as an ordinary process with an ordinary PID;
-# inside, it is PID 1 and alone. Nothing was booted and there is no second kernel: that is
-# the whole difference from the VMs of chapter 01.
+# inside, it is PID 1, and `ps` lists only it and the shell we exec'd. Nothing was booted and
+# there is no second kernel: that is the whole difference from the VMs of chapter 01. (On a
+# Binder-like host there is no PID namespace: `ps` lists the host's processes, and the
+# isolation line above says `'namespaces': []`.)
 
 # %%
 if box is not None:
@@ -174,6 +227,8 @@ if box is not None:
 #    process as it sees it.
 # 2. Which namespace makes `ps` inside a container show so few processes: `pid` or `mnt`?
 #    (Hint: `ps` reads `/proc`.)
+#    Write your answer (`"pid"`, `"mnt"` or `"both"`) in `answer_2` below; the check runs
+#    `ps`'s view of `/proc` in a child with each namespace alone, then with both.
 # 3. The chroot escape needs the process to be allowed to call `chroot` (CAP_SYS_CHROOT).
 #    Which capability set does a container from chapter 02 keep? Check below whether
 #    `chroot` is even in it.
@@ -186,6 +241,30 @@ if report.isolation == "none":
     print("no PID namespace on this host; where there is one you would see: PID 1 inside")
 else:
     print("PID 1 inside" if answer == "1" else f"unexpected: {answer}")
+
+# %%
+answer_2 = None  # your answer to exercise 2: "pid", "mnt" or "both"
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# Check your work (exercise 2): does a child that lists /proc (as ps does) find only itself?
+from ctrkernel.lessons.nsdemo import PS_SETUPS, ps_sees_only_itself
+
+try:
+    sees_only_itself = {setup: ps_sees_only_itself(*setup) for setup in PS_SETUPS}
+except HostLacks as e:
+    sees_only_itself = None
+    print("the experiment cannot run on this host (no namespaces here, so ps always lists every"
+          " process):\n ", e)
+if sees_only_itself is not None:
+    name = {("pid",): "pid", ("mnt",): "mnt", ("mnt", "pid"): "both"}
+    for setup, alone_in_proc in sees_only_itself.items():
+        print(f"{name[setup]:<4} ps sees only itself: {alone_in_proc!s:<5}  ({PS_SETUPS[setup]})")
+    enough = [name[setup] for setup, ok in sees_only_itself.items() if ok]
+    if answer_2 is None:
+        print('set answer_2 above to "pid", "mnt" or "both" and run this cell again')
+    else:
+        print("your answer matches the experiment:", answer_2 == (enough[0] if enough else None))
 
 # %%
 # Check your work (exercise 3): the capabilities a container keeps (Docker's default set).

@@ -63,20 +63,24 @@ class Resources:
                     cpu_period=None, pids_limit=None, cpus=None):
         """From docker-py's keyword names; sizes may be strings ("64m") or ints (bytes).
 
-        Docker's "unset" values are accepted too: 0 for memory, nano_cpus, quota and period.
+        Docker's "unset" values are accepted too, as numbers or as the command line's strings:
+        0 for memory ("0", "0m"), memory+swap, cpus, nano_cpus, quota and period all mean "no
+        limit"; pids_limit 0 stays 0, which means unlimited (`update` must be able to say it).
         `cpus` is the command line's `--cpus` ("0.5").
         """
         if cpus is not None:
             if nano_cpus is not None:
                 raise InvalidArgument("give either cpus or nano_cpus, not both")
-            nano_cpus = parse_cpus(cpus)
-        memory = parse_bytes(mem_limit, "memory limit") if mem_limit not in (None, "", 0) else None
-        if memswap_limit in (None, "", 0):
+            nano_cpus = parse_cpus(cpus) or None
+        # Parsed first, then 0 read as unset: `-m 0` is Docker's "no limit", not a limit
+        # too small to start in (1k still is one, and is refused by validate()).
+        memory = (parse_bytes(mem_limit, "memory limit") or None) if mem_limit not in (None, "") else None
+        if memswap_limit in (None, ""):
             swap = None
         elif str(memswap_limit).strip() == "-1":
             swap = -1
         else:
-            swap = parse_bytes(memswap_limit, "memory+swap limit")
+            swap = parse_bytes(memswap_limit, "memory+swap limit") or None
         return cls(
             memory=memory,
             memory_swap=swap,
