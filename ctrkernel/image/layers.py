@@ -363,6 +363,8 @@ class LayerWriter:
             return self.layer
         self.sink.write(b"\0" * (2 * _BLOCK))          # end-of-archive marker
         # GNU tar pads to a 10 KiB record; the spec does not need it, so neither do we
+        if self._packer:                   # no more entries: its buffer goes now, not at exit
+            self._packer.close()
         diff_id = self.sink.close()
         digest = self.blob.commit()
         self.layer = Layer(digest, diff_id, self.blob.size, self.sink.size, self.entries)

@@ -1417,7 +1417,8 @@ static int add_file(struct ct_pack *p, int dfd, const char *name, const char *pa
     long long size = st->st_size;
     if (header(p, arc, '0', mode, uid, gid, size, mtime, "", 0, 0, e) < 0)
         return -1;
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO swapped in since the stat must not hang us (no effect on files) */
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return os_fail(e, path);
     long long done = 0;
