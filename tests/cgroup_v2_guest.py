@@ -17,7 +17,8 @@ import traceback
 from ctrkernel._probe import cgroup_layout
 from ctrkernel.errors import NotFound
 from ctrkernel.host import Check, HostReport
-from ctrkernel.runtime.cgroups import Resources, manager_for
+from ctrkernel.runtime.cgroups import Resources, manager_for, v2
+from ctrkernel.runtime.cgroups.base import exited
 from ctrkernel.runtime.cgroups.v2 import V2Manager
 
 MOUNT = "/sys/fs/cgroup"
@@ -28,6 +29,12 @@ BURN = "while :; do :; done"
 BOMB = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
 # written then renamed: a reader never sees the file empty between truncation and write
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/cgv2-n.new; mv /tmp/cgv2-n.new /tmp/cgv2-n; sleep 0.05; done"
+
+# A container's process family for the kill-by-pid fallback: a shell ignoring SIGTERM, a child
+# in a tight loop, one ignoring SIGTERM, and one that moved itself into a group the container
+# made below its own ({inner}), all waited for by the shell.
+FAMILY = ("trap '' TERM; (while :; do :; done) & (trap '' TERM; exec sleep 300) & "
+          + BUSYBOX + " sh -c 'echo $$ > {inner}/cgroup.procs && exec sleep 300' & wait")
 
 results = {}
 
@@ -234,10 +241,81 @@ def update():
         cg.destroy()
 
 
+def destroy_without_kill_file(cg):
+    """cg.destroy() as on a kernel before 5.14: v2.has_kill (destroy's one decision between
+    cgroup.kill and the fallback) answers False for the duration. Returns (seconds, times
+    destroy asked)."""
+    asked, real = [], v2.has_kill
+    v2.has_kill = lambda directory: asked.append(directory) or False
+    try:
+        started = time.monotonic()
+        cg.destroy()
+        return time.monotonic() - started, len(asked)
+    finally:
+        v2.has_kill = real
+
+
+def family_killed_by_fallback(name, frozen):
+    """Start FAMILY in a new group (frozen if asked), destroy it through the fallback and report
+    what a user relies on: every process dead, the directories gone, in bounded time."""
+    cg = create(name)
+    inner = os.path.join(cg.path, "inner")
+    os.mkdir(inner)
+    shell = spawn(cg, FAMILY.format(inner=inner))
+    try:
+        started = until(lambda: len(cg.pids()) >= 4 and cat(inner, "cgroup.procs") != "", 30)
+        pids, inner_pids = cg.pids(), cat(inner, "cgroup.procs").split()
+        out = {"started": started, "pids": pids, "inner_pids": inner_pids,
+               "kill_file_present": v2.has_kill(cg.path)}
+        if frozen:
+            cg.freeze()
+            out["frozen_events"] = cat(cg.path, "cgroup.events")
+        out["destroy_seconds"], out["asked"] = destroy_without_kill_file(cg)
+        out["shell_status"] = shell.wait(timeout=10)
+        out["alive"] = [p for p in pids if not exited(p)]
+        out["group_exists"] = os.path.exists(cg.path)
+        out["inner_exists"] = os.path.exists(inner)
+        return out
+    finally:
+        cg.destroy()                          # only acts if the fallback left the group
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+
+
+@check
+def fallback_kill():
+    return family_killed_by_fallback("nokill", frozen=False)
+
+
+@check
+def fallback_kill_frozen():
+    return family_killed_by_fallback("nokill-frozen", frozen=True)
+
+
+@check
+def frozen_sigkill():
+    """Does SIGKILL alone end a task of a frozen v2 group (cgroup-v2.rst says it does), or must
+    the fallback thaw first? Measured here, with its own group."""
+    cg = create("frozen-sigkill")
+    sleeper = spawn(cg, "exec sleep 300")
+    try:
+        until(lambda: sleeper.pid in cg.pids(), 20)
+        cg.freeze()
+        os.kill(sleeper.pid, 9)
+        died = until(lambda: sleeper.poll() is not None, 3)
+        return {"died_while_frozen": died, "still_frozen": cg.frozen(),
+                "events": cat(cg.path, "cgroup.events")}
+    finally:
+        cg.destroy()
+        sleeper.wait(timeout=10)
+
+
 @check
 def destroyed():
     gone = {}
-    for name in ("files", "oom", "cpu", "pids", "freeze", "update"):
+    for name in ("files", "oom", "cpu", "pids", "freeze", "update", "nokill", "nokill-frozen",
+                 "frozen-sigkill"):
         try:
             manager.open(name)
             gone[name] = False

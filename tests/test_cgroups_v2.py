@@ -7,6 +7,8 @@ each test below asserts one check. Under software emulation (TCG) the boot and t
 take ~25 s, plus ~25 s once per session when no VM has been booted yet (the KVM trial boot
 that picks the accelerator, cached in CTRKERNEL_HOME). The host's own cgroup2 mount (hybrid layout, without memory/cpu/pids) tests the other
 case: a writable hierarchy missing controllers, where limits become notes.
+Both kernels here have cgroup.kill (5.14); the guest also runs destroy with `v2.has_kill`
+answering False, so the kill-by-pid fallback of older kernels is tested on the real hierarchy.
 """
 import json
 import os
@@ -227,3 +229,38 @@ def test_a_delegated_user_gets_what_the_delegation_passes_down(guest):
     assert d["has_cpu_max"] is False
     assert len(d["notes"]) == 1 and "cpu controller" in d["notes"][0]
     assert d["sleeper_in_group"] is True and d["sleeper_status"] == -9 and d["removed"] is True
+
+
+# ---- kernels before 5.14 (no cgroup.kill): destroy kills by pid, on the real hierarchy ----------
+FALLBACK_SECONDS = 4.0      # kill_all gives up after 5 s: a slower destroy means a stuck task
+
+
+def _killed_by_fallback(found, frozen):
+    assert found["started"] is True and len(found["pids"]) >= 4, found
+    assert len(found["inner_pids"]) == 1                 # one task in the container's subgroup
+    assert found["kill_file_present"] is True            # the guest kernel has cgroup.kill...
+    assert found["asked"] == 1                           # ...and destroy was told it has not
+    if frozen:
+        assert "frozen 1" in found["frozen_events"]
+    assert found["alive"] == [], f"left alive by the fallback: {found['alive']}"
+    assert found["shell_status"] == -9
+    assert found["group_exists"] is False and found["inner_exists"] is False
+    assert found["destroy_seconds"] < FALLBACK_SECONDS, f"{found['destroy_seconds']:.2f} s"
+
+
+@apply(guest_test)
+def test_without_cgroup_kill_destroy_kills_every_process_and_removes_the_group(guest):
+    _killed_by_fallback(item(guest, "fallback_kill"), frozen=False)
+
+
+@apply(guest_test)
+def test_without_cgroup_kill_destroy_kills_a_frozen_group(guest):
+    _killed_by_fallback(item(guest, "fallback_kill_frozen"), frozen=True)
+
+
+@apply(guest_test)
+def test_a_frozen_task_dies_of_sigkill_without_a_thaw(guest):
+    # Why the fallback may kill before it thaws: nothing in the group runs again meanwhile.
+    f = item(guest, "frozen_sigkill")
+    assert f["died_while_frozen"] is True and f["still_frozen"] is True
+    assert "frozen 1" in f["events"]

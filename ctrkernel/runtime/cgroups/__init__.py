@@ -14,8 +14,9 @@
 - `v2`: one directory in the unified hierarchy, under the highest group we may write (the
   mount's root as root, the delegated group otherwise); controllers enabled via
   cgroup.subtree_control on the way down, swap limited separately (memory.swap.max), pause by
-  cgroup.freeze, destroy by cgroup.kill. A controller the hierarchy does not give us becomes a
-  note (`cg.notes`) for each limit it would have enforced. Tested in a QEMU guest.
+  cgroup.freeze, destroy by cgroup.kill (by killing each process where the kernel lacks it,
+  before 5.14). A controller the hierarchy does not give us becomes a note (`cg.notes`) for
+  each limit it would have enforced. Tested in a QEMU guest, the fallback too.
 - `none`: nothing can be created; `mgr.enforces` is False and `mgr.why_not` says why. setrlimit
   gives weaker limits where it can (see none.py).
 
