@@ -272,3 +272,19 @@ def test_diff_on_a_binder_like_host_under_proot(unprivileged_home):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:4] == ["C /bin", "D /bin/vi", "C /tmp", "A /tmp/x"]
     assert done.stdout.splitlines()[4:] == ["d"]
+
+
+def test_kill_all_never_signals_a_pid_that_left_the_group():
+    """The race a pid-based kill has: a pid read from the group exits and is reused by a process
+    elsewhere before the SIGKILL. Modelled with a real process outside any container, which
+    the group listed on the first read and no longer lists on the re-check after pinning."""
+    from ctrkernel.runtime.cgroups.base import kill_all
+    outsider = subprocess.Popen(["sleep", "30"])
+    reads = iter([[outsider.pid], [], []])
+    try:
+        assert kill_all(lambda: next(reads), timeout=1)
+        time.sleep(0.1)
+        assert outsider.poll() is None          # never signalled
+    finally:
+        outsider.kill()
+        outsider.wait()

@@ -4,6 +4,7 @@ A `CgroupManager` makes and finds groups; a `Cgroup` is one container's group. G
 a directory called `ctrkernel` (`<hierarchy>/ctrkernel/<container id>`), so that leak checks
 and `prune` find them by name.
 """
+import contextlib
 import errno
 import os
 import signal
@@ -154,14 +155,34 @@ def kill_all(read_pids, timeout=5.0):
         pids = read_pids()
         if not pids:
             return True
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_members(pids, read_pids)
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+
+
+def _kill_members(pids, read_pids):
+    """SIGKILL the processes `pids` named that are still in the group. A pid read from the
+    group may exit and be reused by a process elsewhere before the signal: each is pinned with
+    a pidfd first, and signalled only if the group still lists it after that."""
+    pinned = {}
+    try:
+        for pid in pids:
+            try:
+                pinned[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            except OSError:              # no pidfds (kernel < 5.3, a seccomp filter): as before
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        still = set(read_pids()) if pinned else set()
+        for pid, fd in pinned.items():
+            if pid in still:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        for fd in pinned.values():
+            os.close(fd)
 
 
 def remove_dir(path, timeout=5.0):
