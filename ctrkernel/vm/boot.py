@@ -61,11 +61,13 @@ class VM:
     workload: a shell script run as root after the readiness marker (None: power off at once;
     a script that never ends, such as a web server, keeps the VM up until `stop()`).
     forwards: {guest_port: host_port} through QEMU user-mode networking, on 127.0.0.1 only.
+    initrd: boot this initrd instead of building ctrkernel's (a disk image's own, for one).
+    disks: raw disk images to attach (/dev/vda first), guest writes thrown away.
     """
 
     def __init__(self, workload=None, *, kernel=None, machine=None, accel=None, cpu=None,
                  memory_mb=128, cpus=1, forwards=None, share_host_root=False, files=None,
-                 env=None, append=()):
+                 env=None, append=(), initrd=None, disks=()):
         self.kernel = qemu.find_kernel(kernel)
         self.machine = machine or qemu.default_machine()
         if accel is None:
@@ -75,6 +77,7 @@ class VM:
         self.workload, self.memory_mb, self.cpus = workload, memory_mb, cpus
         self.forwards = dict(forwards or {})
         self.share_host_root, self.files, self.append = share_host_root, files, append
+        self.initrd, self.disks = initrd, list(disks)
         self.env = dict(env or {})
         self.process = None
         self.helpers = []
@@ -92,16 +95,19 @@ class VM:
             share = self._start_share() if self.share_host_root else None
             if self.forwards:
                 self.env["CTRKERNEL_NET"] = "1"
-            initrd = initramfs.build(self.kernel, self.run_dir, env=self.env,
-                                     workload=self.workload, files=self.files)
+            initrd = self.initrd or initramfs.build(self.kernel, self.run_dir, env=self.env,
+                                                    workload=self.workload, files=self.files)
             self.argv = qemu.command(
                 self.kernel, initrd, accel=self.accel, cpu=self.cpu, machine=self.machine,
                 memory_mb=self.memory_mb, cpus=self.cpus, append=self.append,
-                forwards=[(h, g) for g, h in self.forwards.items()], share=share)
+                forwards=[(h, g) for g, h in self.forwards.items()], share=share,
+                disks=self.disks)
             self.stderr = open(self.run_dir / "qemu.stderr", "w+")
             self.started = time.monotonic()
+            # TMPDIR: where QEMU keeps a disk's snapshot overlay; removed with the run dir
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=self.stderr,
+                                            env=dict(os.environ, TMPDIR=str(self.run_dir)),
                                             preexec_fn=_die_with_parent)
         except BaseException:
             self.stop()
@@ -179,10 +185,14 @@ class VM:
                 return t, dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
         return None
 
+    def wait_marker(self, name, timeout=120, what=None):
+        """(seconds since launch, {key: value}) of the console line starting with `name`, once
+        it comes; VMError (QEMU stopped) if it does not within `timeout` seconds."""
+        return self._wait_for(lambda: self.marker(name), timeout, what or f"{name} marker")
+
     def wait_ready(self, timeout=120):
         """Seconds from launching QEMU to the guest's userspace marker (CTRKERNEL-READY)."""
-        return self._wait_for(lambda: self.marker(initramfs.READY), timeout,
-                              "userspace marker")[0]
+        return self.wait_marker(initramfs.READY, timeout, "userspace marker")[0]
 
     def wait(self, timeout=120):
         """Wait for the workload's exit marker and for QEMU to exit; the workload's status."""

@@ -23,7 +23,6 @@ shipped as, the counterpart of a container image's gzip-compressed layer blobs.
 import json
 import math
 import os
-import selectors
 import shutil
 import subprocess
 import tempfile
@@ -35,7 +34,7 @@ from ctrkernel import paths
 from ctrkernel._probe import VM_DISK_TOOLS, tool_path
 from ctrkernel.errors import HostLacks, VMError
 from ctrkernel.vm import initramfs, qemu
-from ctrkernel.vm.boot import _die_with_parent
+from ctrkernel.vm.boot import VM
 
 # The tools a disk needs, and the Debian package each comes from (the remedy).
 TOOLS = VM_DISK_TOOLS
@@ -280,74 +279,23 @@ def boot(image, timeout=90, memory_mb=256):
     raw = Path(getattr(image, "path", image))
     release = getattr(image, "release", None) or next(
         n.split("-", 1)[1] for n in listing(raw, "/boot") if n.startswith("vmlinuz-"))
-    run_dir = Path(tempfile.mkdtemp(prefix="disk-boot-", dir=paths.subdir("vm")))
-    process, lines = None, []
+    work = Path(tempfile.mkdtemp(prefix="disk-boot-", dir=paths.subdir("vm")))
     try:
-        kernel = extract(raw, f"/boot/vmlinuz-{release}", run_dir / "vmlinuz")
-        initrd = extract(raw, f"/boot/initrd.img-{release}", run_dir / "initrd.img")
+        kernel = extract(raw, f"/boot/vmlinuz-{release}", work / "vmlinuz")
+        initrd = extract(raw, f"/boot/initrd.img-{release}", work / "initrd.img")
+        # the verdict for the host's kernel (the same one): a fresh path must not cost a trial
         verdict = qemu.accelerator(qemu.find_kernel())
-        machine = qemu.default_machine()
-        argv = qemu.command(kernel, initrd, accel=verdict["accel"], cpu=verdict["cpu"],
-                            machine=machine, memory_mb=memory_mb,
-                            append=["root=/dev/vda", "ro", "ctrkernel.poweroff"])
-        bus = "device" if machine == "microvm" else "pci"
-        argv += ["-drive", f"file={raw},format=raw,if=none,id=disk0,snapshot=on",
-                 "-device", f"virtio-blk-{bus},drive=disk0"]
-        # snapshot=on keeps the guest's writes in a temporary file: put it in our run dir.
-        env = dict(os.environ, TMPDIR=str(run_dir))
-        started = time.monotonic()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent)
-        found = _read_until(process, lines, started, started + timeout)
-        if found is None:
-            state = ("QEMU exited with status " + str(process.returncode)
-                     if process.poll() is not None else f"no init within {timeout:.0f} s")
-            raise VMError(f"booting the disk image: {state}", console="\n".join(lines))
-        seconds, fields = found
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        root = fields.get("root", "")
-        return DiskBoot(accelerator=verdict["accel"], seconds_to_init=round(seconds, 2),
-                        pid1=fields.get("pid1", ""), root=root,
-                        powered_off=process.poll() == 0, console="\n".join(lines))
+        vm = VM(kernel=str(kernel), initrd=initrd, disks=[raw], accel=verdict["accel"],
+                cpu=verdict["cpu"], memory_mb=memory_mb,
+                append=["root=/dev/vda", "ro", "ctrkernel.poweroff"])
+        with vm:
+            seconds, fields = vm.wait_marker(INIT_MARKER, timeout, "the disk's init")
+            vm.wait_poweroff(30)
+            return DiskBoot(accelerator=vm.accel, seconds_to_init=round(seconds, 2),
+                            pid1=fields.get("pid1", ""), root=fields.get("root", ""),
+                            powered_off=vm.powered_off, console=vm.console)
     finally:
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-            process.stdout.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _read_until(process, lines, started, deadline):
-    """Read the console into `lines` until the init marker: (seconds since `started`,
-    {key: value}) or None when QEMU exits or the deadline passes first."""
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    pending = b""
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
-                if process.poll() is not None:
-                    return None
-                continue
-            chunk = os.read(process.stdout.fileno(), 65536)
-            if not chunk:
-                return None
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace").rstrip("\r")
-                lines.append(line)
-                if line.startswith(INIT_MARKER):
-                    fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
-                    return time.monotonic() - started, fields
-        return None
-    finally:
-        selector.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 __all__ = ["DiskImage", "DiskBoot", "build", "boot", "info", "listing", "filesystem",

@@ -103,11 +103,13 @@ def virtiofsd_binary():
 
 
 def command(kernel, initrd, *, accel="tcg", machine=None, memory_mb=128, cpus=1, cpu=None,
-            append=(), forwards=(), share=None, qemu=None):
+            append=(), forwards=(), share=None, disks=(), qemu=None):
     """The argv of one boot. The serial console goes to QEMU's stdout; nothing else is attached.
 
     forwards: [(host_port, guest_port)] through user-mode networking, bound to 127.0.0.1 only.
     share: None, ("9p", host_dir) or ("virtiofs", socket_path): the guest sees tag "hostroot".
+    disks: raw disk images, /dev/vda first; the guest's writes go to a temporary overlay
+    (snapshot=on, in $TMPDIR), so the images themselves never change.
     """
     machine = machine or default_machine()
     mmio = machine == "microvm"
@@ -134,6 +136,9 @@ def command(kernel, initrd, *, accel="tcg", machine=None, memory_mb=128, cpus=1,
         rules = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in forwards)
         argv += ["-netdev", f"user,id=net0,{rules}",
                  "-device", f"virtio-net-{'device' if mmio else 'pci'},netdev=net0"]
+    for n, disk in enumerate(disks):
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=disk{n},snapshot=on",
+                 "-device", f"virtio-blk-{'device' if mmio else 'pci'},drive=disk{n}"]
     if share:
         kind, where = share
         if kind == "9p":
