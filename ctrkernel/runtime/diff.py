@@ -71,11 +71,17 @@ def union_index(lowers):
     container starts from it (whiteouts and opaque directories in both forms, as
     image.extract.union_view applies them), found without copying anything."""
     index = {}
+    dirs = set()          # the directories in index: only they have entries below them
 
     def drop(rel, itself=True):
-        prefix = rel + "/"
-        for key in [k for k in index if k.startswith(prefix) or (itself and k == rel)]:
-            del index[key]
+        if rel in dirs:   # the scan only when there is something below: not once per file
+            prefix = rel + "/"
+            for key in [k for k in index if k.startswith(prefix)]:
+                del index[key]
+                dirs.discard(key)
+        if itself:
+            index.pop(rel, None)
+            dirs.discard(rel)
 
     for layer in lowers:
         for dirpath, dirnames, filenames in os.walk(layer):
@@ -83,6 +89,7 @@ def union_index(lowers):
             if ".wh..wh..opq" in filenames or (rel_dir != "." and is_opaque(dirpath)):
                 if rel_dir == ".":
                     index.clear()
+                    dirs.clear()
                 else:
                     drop(rel_dir, itself=False)
             for name in sorted(dirnames + filenames):
@@ -97,8 +104,11 @@ def union_index(lowers):
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     drop(rel)
                     continue
-                if not stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    dirs.add(rel)
+                else:
                     drop(rel, itself=False)  # a file over a directory hides all it held
+                    dirs.discard(rel)
                 index[rel] = full
     return index
 
