@@ -12,6 +12,11 @@ class CtrkernelError(Exception):
     exit_status = 125
 
 
+class CtrkernelWarning(UserWarning):
+    """Something was done less fully than asked, because the host allows no more (the call
+    still succeeded): shown in a notebook, printed as "WARNING: ..." by the command line."""
+
+
 class HostLacks(CtrkernelError):
     """The host does not allow something a call needs.
 

@@ -1,7 +1,7 @@
 """`ctrkernel build` and `ctrkernel commit`, with Docker's flags."""
-import contextlib
 import os
 import sys
+import warnings
 
 from ctrkernel.cli.registry import arg, verb
 
@@ -97,31 +97,21 @@ def commit(args):
     A running container is paused (frozen) while its layer is read, as Docker does, so that
     the image holds one moment of its files rather than a mix of before and after."""
     from ctrkernel.cli.images import _boolean
-    from ctrkernel.errors import Conflict, HostLacks
+    from ctrkernel.errors import CtrkernelWarning
     from ctrkernel.image.commit import commit as do_commit
-    from ctrkernel.runtime import get
 
     repository, tag = None, None
     if args.repository:
         repository, _, tag = args.repository.rpartition(":")
         if not repository or "/" in tag:  # "host:5000/name" has no tag
             repository, tag = args.repository, None
-    container = get(args.container)
-    paused = False
-    if _boolean(args.pause.lstrip("=")) and container.status == "running":
-        try:
-            container.pause()
-            paused = True
-        except HostLacks as e:
-            print(f"WARNING: committing without pausing the container: {e}", file=sys.stderr)
-        except Conflict:
-            pass                  # it stopped meanwhile: nothing is writing any more
-    try:
-        image = do_commit(container, repository=repository, tag=tag, message=args.message,
-                          author=args.author, changes=args.change)
-    finally:
-        if paused:
-            with contextlib.suppress(Conflict):   # killed while frozen: nothing to thaw
-                container.unpause()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CtrkernelWarning)
+        image = do_commit(args.container, repository=repository, tag=tag, message=args.message,
+                          author=args.author, changes=args.change,
+                          pause=_boolean(args.pause.lstrip("=")))
+    for w in caught:
+        if issubclass(w.category, CtrkernelWarning):
+            print(f"WARNING: {w.message}", file=sys.stderr)
     print(image.id)
     return 0

@@ -10,14 +10,16 @@ already); with a copied root (no overlay on this host) it is the difference betw
 layers and the copy, computed file by file. `changes` takes Dockerfile lines that only touch the
 config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR), like `docker commit -c`.
 """
+import contextlib
 import copy
 import json
 import shutil
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctrkernel.errors import BuildError, InvalidArgument
+from ctrkernel.errors import BuildError, Conflict, CtrkernelWarning, HostLacks, InvalidArgument
 from ctrkernel.image import default_store, get_image
 from ctrkernel.image import dockerfile as df
 from ctrkernel.image.extract import union_view
@@ -54,8 +56,12 @@ def container_layer(container, store=None):
 
 
 def commit(container, repository=None, tag=None, message=None, author=None, changes=None,
-           store=None, created=None):
-    """Return the new Image (tagged repository:tag when a repository is given)."""
+           store=None, created=None, pause=True):
+    """Return the new Image (tagged repository:tag when a repository is given).
+
+    pause: freeze a running container while its layer is read (Docker's default), so that the
+    image holds one moment of its files rather than a mix of before and after. Where the host
+    cannot freeze it, a CtrkernelWarning says so and the commit goes on."""
     from ctrkernel.runtime import Container, get
 
     if not isinstance(container, Container):
@@ -67,13 +73,34 @@ def commit(container, repository=None, tag=None, message=None, author=None, chan
         _apply_changes(config, changes or [])
     except BuildError as e:
         raise InvalidArgument(f"--change: {e.reason}") from None
-    layer = container_layer(container, store)
+    with _paused(container, pause):
+        layer = container_layer(container, store)
     when = (created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     entry = {"created_by": " ".join(container.command or []), "comment": message,
              "author": author}
     tags = [f"{repository}:{tag or 'latest'}"] if repository else []
     return create_image(store, parent=base, steps=[(layer, entry)], config=config, tags=tags,
                         created=when, author=author)
+
+
+@contextlib.contextmanager
+def _paused(container, wanted):
+    paused = False
+    if wanted and container.status == "running":
+        try:
+            container.pause()
+            paused = True
+        except HostLacks as e:
+            warnings.warn(f"committing without pausing the container: {e}", CtrkernelWarning,
+                          stacklevel=4)
+        except Conflict:
+            pass                  # it stopped meanwhile: nothing is writing any more
+    try:
+        yield
+    finally:
+        if paused:
+            with contextlib.suppress(Conflict):   # killed while frozen: nothing to thaw
+                container.unpause()
 
 
 def _apply_changes(config, changes):
